@@ -1,0 +1,112 @@
+"""The studies (grids) and profiles, declared once as data.
+
+``table2.json`` and ``ablations.json`` list the datasets and the rows (registry model names, the
+label and group the paper prints); ``profiles.json`` says how each profile scales the protocol
+(folds, epochs x iterations, patch and batch, phantom or real data). The launcher, the collector,
+the SLURM backend and the reports all read these files through this module, so a cell that is
+declared is either run, reported as missing, or reported as failed: never silently dropped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STUDIES = ("table2", "ablations")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    data: str                      # "real" or "phantom"
+    folds: tuple[int, ...]
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    patch_3d: tuple[int, int, int]
+    batch_3d: int
+    patch_2d: tuple[int, int]
+    batch_2d: int
+    mirroring: bool
+    phantom: dict | None           # {"cases": N, "size": S} for phantom data
+
+    def patch(self, dim: str) -> tuple[int, ...]:
+        return self.patch_3d if dim == "3d" else self.patch_2d
+
+    def batch(self, dim: str) -> int:
+        return self.batch_3d if dim == "3d" else self.batch_2d
+
+    def dataset_name(self, task: str) -> str:
+        """The dataset this profile uses for a paper task: ``btcv`` or ``phantom-btcv``."""
+        return task if self.data == "real" else f"phantom-{task}"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "data": self.data, "folds": list(self.folds),
+            "epochs": self.epochs, "iterations_per_epoch": self.iterations_per_epoch,
+            "val_iterations_per_epoch": self.val_iterations_per_epoch,
+            "patch_3d": list(self.patch_3d), "batch_3d": self.batch_3d,
+            "patch_2d": list(self.patch_2d), "batch_2d": self.batch_2d,
+            "mirroring": self.mirroring, "phantom": self.phantom,
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    label: str
+    group: str
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    datasets: tuple[str, ...]      # paper task names: btcv, amos22, kits19, brats21
+    rows: tuple[Row, ...]
+    paper_table: str               # stem of the transcribed table in results/paper/
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Distinct model names in row order (a model may appear in several rows)."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.setdefault(row.model, None)
+        return tuple(seen)
+
+
+@lru_cache(maxsize=None)
+def _profiles() -> dict:
+    return json.loads((HERE / "profiles.json").read_text())
+
+
+def profile_names() -> tuple[str, ...]:
+    return tuple(_profiles())
+
+
+def load_profile(name: str) -> Profile:
+    profiles = _profiles()
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(profiles)}")
+    p = profiles[name]
+    return Profile(
+        name=name, description=p["description"], data=p["data"], folds=tuple(p["folds"]),
+        epochs=p["epochs"], iterations_per_epoch=p["iterations_per_epoch"],
+        val_iterations_per_epoch=p["val_iterations_per_epoch"],
+        patch_3d=tuple(p["patch_3d"]), batch_3d=p["batch_3d"],
+        patch_2d=tuple(p["patch_2d"]), batch_2d=p["batch_2d"],
+        mirroring=p["mirroring"], phantom=p["phantom"],
+    )
+
+
+def load_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    s = json.loads((HERE / f"{name}.json").read_text())
+    return Study(
+        name=s["name"], title=s["title"], datasets=tuple(s["datasets"]),
+        rows=tuple(Row(**r) for r in s["rows"]), paper_table=s["paper_table"],
+    )
