@@ -1,0 +1,165 @@
+"""Run identity and provenance: hash the question (the run spec), record the answer (run.json).
+
+A run is (dataset, model, fold, profile settings, recipe, init-from run id). Its canonical JSON
+(sorted keys, no whitespace) hashed with SHA-256 is the run id; the folder ``work/runs/<run_id>``
+is named by it. ``run.json`` beside it records what actually ran: the spec, the status, the error
+text, git commit and dirty flag, package versions, device, host, SLURM job id, wall time and peak
+memory, one entry per attempt (a resumed run has several).
+
+Follows the habit of lm-evaluation-harness (``result_schema.py``): the question is hashed, the
+answer is recorded; here the id also carries a readable prefix (model, dataset, fold) so that a
+folder listing can be read, and the hash alone decides identity.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from harness.io import write_json
+
+PROTOCOL = "mednext-bench/1"   # bump when a change of the harness invalidates finished runs
+PACKAGES = ("torch", "nnunetv2", "dynamic-network-architectures", "monai", "numpy", "scipy",
+            "SimpleITK", "batchgeneratorsv2", "surface-distance", "mednext-bench")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def canonical_json(obj) -> str:
+    """The one serialisation that is hashed: sorted keys, no whitespace, plain JSON types."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def spec_hash(spec: dict, length: int = 12) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
+
+
+def run_id(spec: dict) -> str:
+    """``<model>.<dataset>.f<fold>.<hash12>`` where the hash covers the whole canonical spec."""
+    for key in ("model", "dataset", "fold"):
+        if key not in spec:
+            raise ValueError(f"run spec lacks {key!r}: {sorted(spec)}")
+    return f"{spec['model']}.{spec['dataset']}.f{spec['fold']}.{spec_hash(spec)}"
+
+
+def git_state(repo: Path = REPO_ROOT) -> dict:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the code that runs."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                 timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_info() -> dict:
+    import torch
+    info = {"type": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if info["type"] == "cuda":
+        info["name"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process (and of CUDA allocations, when there is a GPU)."""
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # KiB on Linux
+    out = {"peak_rss_mib": round(rss_kib / 1024, 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunRecord:
+    """Keeps ``run.json`` of one run up to date across attempts.
+
+    Usage::
+
+        rec = RunRecord(run_dir, spec, extra={"model_entry": ...})
+        rec.start()                # status "running", a new attempt (host, pid, job id, commit)
+        ... rec.finish("done") or rec.finish("failed", error="...")
+    """
+
+    def __init__(self, run_dir: Path, spec: dict, run_id_: str, extra: dict | None = None):
+        self.path = Path(run_dir) / "run.json"
+        self.spec, self.run_id, self.extra = spec, run_id_, extra or {}
+        self._t0 = None
+        self.data = self.load(self.path) or {}
+
+    @staticmethod
+    def load(path: Path) -> dict | None:
+        try:
+            return json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+    def start(self) -> None:
+        self._t0 = time.time()
+        attempts = list(self.data.get("attempts", []))
+        attempts.append({
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+            "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID"),
+            "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), **git_state(),
+        })
+        self.data = {"run_id": self.run_id, "spec": self.spec, **self.extra, "status": "running",
+                     "error": None, "versions": package_versions(), "device": device_info(),
+                     "attempts": attempts}
+        self._write()
+
+    def update(self, **fields) -> None:
+        self.data.update(fields)
+        self._write()
+
+    def finish(self, status: str, error: str | None = None, **fields) -> None:
+        if status not in ("done", "failed"):
+            raise ValueError(f"final status {status!r} must be 'done' or 'failed'")
+        wall = time.time() - self._t0 if self._t0 else None
+        attempt = self.data["attempts"][-1]
+        attempt.update({"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": status,
+                        "wall_seconds": round(wall, 2) if wall is not None else None,
+                        **peak_memory()})
+        total = sum(a.get("wall_seconds") or 0 for a in self.data["attempts"])
+        self.data.update({"status": status, "error": error, "wall_seconds": round(total, 2),
+                          "peak_rss_mib": max(a.get("peak_rss_mib") or 0
+                                              for a in self.data["attempts"]), **fields})
+        self._write()
+
+    def _write(self) -> None:
+        write_json(self.path, self.data)
