@@ -1,0 +1,1 @@
+"""Benchmarks: speed and size figures printed by `make bench-*` (never asserted in tests)."""

@@ -1,0 +1,71 @@
+"""What each stored metric means: unit, direction, empty-mask rule, how it is averaged.
+
+The long per-case table stores one row per (case, class, metric); this module is the metadata
+that travels beside it (DESIGN habit 7), read by the evaluation and by every report.
+
+Empty-mask rule (decided here, applied in ``harness.metrics.measures`` only):
+- both reference and prediction empty: the value is NaN and the case drops out of that class's
+  mean (nnU-Net / MedNeXt convention); the report also shows the variant where such a NaN counts
+  as the metric's best value ("NaN counts as 1" for DSC and surface Dice, 0 mm for HD95);
+- exactly one empty: 0 for DSC and surface Dice; for HD95 the worst value, defined as the
+  diagonal of the image extent in mm, sqrt(sum((shape_i * spacing_i)^2)) -- 373.13 mm for a
+  240x240x155 BraTS volume at 1 mm, the value BraTS uses.
+
+Surface metrics follow DeepMind ``surface-distance`` (surfels on the voxel-corner grid, area
+weighted). Two surface Dice variants are stored: ``nsd_phys`` uses the header spacing and a
+1.0 mm tolerance (the paper's stated definition); ``nsd_mednext_code`` uses spacing (1,1,1) and
+tolerance 1, i.e. one voxel, which is what the released MedNeXt evaluation computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOLERANCE_MM = 1.0
+AGGREGATION = ("5-fold CV pooled over cases; per class nanmean over cases; "
+               "then the plain mean over the task's paper classes")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    best: float              # value of a perfect prediction (used by the "NaN counts as best" variant)
+    one_empty: str           # "zero" or "worst"
+    scale: float             # multiply for display (fractions are shown in percent, as the paper)
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {m.name: m for m in (
+    MetricInfo("dsc", "DSC", "%", True, 1.0, "zero", 100.0,
+               "volumetric Dice 2TP/(2TP+FP+FN)"),
+    MetricInfo("nsd_phys", "SDC", "%", True, 1.0, "zero", 100.0,
+               "surface Dice at 1.0 mm tolerance with the header spacing (paper's definition)"),
+    MetricInfo("nsd_mednext_code", "SDC(vox)", "%", True, 1.0, "zero", 100.0,
+               "surface Dice at tolerance 1 with spacing (1,1,1), i.e. 1 voxel "
+               "(as the released MedNeXt evaluation computed it)"),
+    MetricInfo("hd95", "HD95", "mm", False, 0.0, "worst", 1.0,
+               "95th percentile Hausdorff distance (DeepMind, area weighted, max of directions); "
+               "one empty mask -> image diagonal in mm"),
+)}
+
+# Quantities stored per case and class without an empty-mask rule (never averaged in tables).
+COUNTS = {
+    "tp": "true-positive voxels", "fp": "false-positive voxels", "fn": "false-negative voxels",
+    "vol_ref_mm3": "reference volume in mm^3", "vol_pred_mm3": "predicted volume in mm^3",
+}
+
+# Which surface Dice a report shows unless told otherwise, and how it is named there.
+DEFAULT_SDC = "nsd_phys"
+SDC_CONVENTIONS = {
+    "nsd_phys": "surface Dice at 1.0 mm with the header spacing (the paper's stated definition)",
+    "nsd_mednext_code": "surface Dice at 1 voxel: spacing (1,1,1), tolerance 1 "
+                        "(what the released MedNeXt evaluation computed)",
+}
+
+
+def metric(name: str) -> MetricInfo:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return METRICS[name]
