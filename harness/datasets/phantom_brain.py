@@ -69,7 +69,7 @@ def render(rng: np.random.Generator, size: int, index: int):
     tumour = np.zeros(shape, np.uint8)
     paint(tumour, *blob(grid, centre, r_ed, rot, ed_w), ED)
     paint(tumour, *blob(grid, core_c, r_tc, rot, core_w, scale=1.3), ED)  # oedema surrounds the core
-    enhancing = index == 0 or rng.random() > 0.15
+    enhancing = index == 0 or rng.random() > 0.08
     paint(tumour, *blob(grid, core_c, r_tc, rot, core_w), ET if enhancing else NCR)
     paint(tumour, *blob(grid, core_c, r_tc, rot, core_w, scale=rng.uniform(0.4, 0.7)), NCR)
     tumour[~brain_mask] = 0

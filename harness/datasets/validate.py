@@ -144,10 +144,7 @@ class Summary:
             self.cases_with[v] = self.cases_with.get(v, 0) + (c > 0)
 
     def to_dict(self) -> dict:
-        names = {}
-        for name, v in self.spec.labels.items():
-            if isinstance(v, int):
-                names[v] = name
+        names = self.spec.value_names if self.spec.labels else {}
         shp = np.array(self.shapes) if self.shapes else np.zeros((0, 3))
         spc = np.array(self.spacings) if self.spacings else np.zeros((0, 3))
         return {
