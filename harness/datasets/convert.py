@@ -146,11 +146,12 @@ def _convert_case(case: CaseFiles, spec: TaskSpec, source: Path, out: Path, allo
     images = []
     for path in case.channels:
         img = nifti.read(path)
-        problems += check_image_values(case.case, nifti.to_array(img), rel(path))
+        problems += check_image_values(case.case, nifti.to_array(img), rel(path), nifti.count_nonfinite(path))
         images.append(img)
     lab_img = nifti.read(case.label)
     lab = nifti.to_array(lab_img)
-    found, counts = check_label_values(case.case, lab, allowed, rel(case.label))
+    found, counts = check_label_values(case.case, lab, allowed, rel(case.label),
+                                       nifti.count_nonfinite(case.label))
     problems += found
     if problems or not write:
         return problems, None

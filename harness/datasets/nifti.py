@@ -64,7 +64,8 @@ class Geometry:
 
 
 def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values) + ")"
+    # "+ 0.0" turns -0.0 into 0.0 so that messages do not show "-0"
+    return "(" + ", ".join(f"{v + 0.0:.6g}" if isinstance(v, float) else str(v) for v in values) + ")"
 
 
 def geometry(img: sitk.Image) -> Geometry:
@@ -81,6 +82,20 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
     return Geometry(size=tuple(reader.GetSize()), spacing=tuple(reader.GetSpacing()),
                     origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()),
                     components=reader.GetNumberOfComponents())
+
+
+def count_nonfinite(path: str | os.PathLike) -> int:
+    """Number of NaN/Inf voxels stored in a NIfTI file (0 for integer data).
+
+    SimpleITK's NIfTI reader turns NaN and Inf into 0 (verified with SimpleITK 2.5.7), so a check
+    on its arrays cannot see them; nibabel reads the stored values unchanged, so it is used here,
+    for this one question, and only when the stored type is floating point.
+    """
+    import nibabel as nib
+    img = nib.load(str(path))
+    if img.get_data_dtype().kind != "f":
+        return 0
+    return int(np.count_nonzero(~np.isfinite(np.asarray(img.dataobj.get_unscaled()))))
 
 
 def read(path: str | os.PathLike) -> sitk.Image:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from harness.datasets.phantom_shapes import Grid, Wobble, blob, paint, rotation, smooth_field, tube
+from harness.datasets.phantom_shapes import (Grid, Wobble, blob, blob_ratio, paint, rotation, smooth_field,
+                                             tube)
 
 # name: (HU, texture amplitude, enhanced by contrast)
 TISSUES = {
@@ -122,17 +123,18 @@ def render(task: str, rng: np.random.Generator, size: int, index: int):
     T = TISSUE_IDS
     body_w = Wobble.random(rng, 0.05)
     long = (body[0] * 3, body[1], body[2])
+    region, ratio = blob_ratio(grid, (0, 0, 0), long, wobble=body_w)
     for scale, tissue in ((1.0, "fat"), (0.93, "muscle"), (0.86, "fat")):
-        paint(tis, *blob(grid, (0, 0, 0), long, wobble=body_w, scale=scale), T[tissue])
+        paint(tis, region, ratio < scale, T[tissue])
     for side in (-1, 1):
         paint(tis, *blob(grid, mm((0.22 * side, 0.80, 0)), (body[0] * 3, 0.13 * body[1], 0.15 * body[2])),
               T["muscle"])
         pts = [mm((0.12 * side, 0.55, 0.1)), mm((0.28 * side, 0.42, -1.1))]
         paint(tis, *tube(grid, pts, [max(0.06 * body[2], 1.2 * px), max(0.10 * body[2], 1.2 * px)]), T["muscle"])
     paint(tis, *tube(grid, [mm((0, 0.64, 1.2)), mm((0, 0.62, -1.2))], max(0.14 * body[2], 1.5 * px)), T["bone"])
-    for _ in range(int(rng.integers(5, 9))):
-        c = mm((rng.uniform(-0.5, 0.5), rng.uniform(-0.65, 0.1), rng.uniform(-0.9, 0.25)))
-        r = mm_radii(rng.uniform(0.07, 0.13, 3))
+    for _ in range(int(rng.integers(10, 16))):  # bowel loops fill the free space
+        c = mm((rng.uniform(-0.6, 0.6), rng.uniform(-0.7, 0.2), rng.uniform(-1.0, 0.4)))
+        r = mm_radii(rng.uniform(0.08, 0.16, 3))
         w = Wobble.random(rng, 0.15)
         paint(tis, *blob(grid, c, r, rotation(rng.normal(0, 0.3, 3)), w), T["bowel"])
         if rng.random() < 0.7:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from harness.datasets.phantom_shapes import Grid, Wobble, blob, paint, rotation, smooth_field
+from harness.datasets.phantom_shapes import Grid, Wobble, blob, blob_ratio, paint, rotation, smooth_field, tube
 
-BG, CSF, GM, WM, ED, ET, NCR = range(7)
+BG, CSF, GM, WM, ED, ET, NCR, WMH, VESSEL = range(9)
 # rows: tissue; columns: FLAIR, T1, T1ce, T2 (white matter on T1 = 1)
 CONTRAST = np.array([
     [0.00, 0.00, 0.00, 0.00],   # background
@@ -31,9 +31,11 @@ CONTRAST = np.array([
     [1.25, 0.60, 0.62, 1.05],   # oedema
     [1.00, 0.68, 1.45, 0.80],   # enhancing tumour
     [0.80, 0.35, 0.35, 1.20],   # necrosis
+    [1.10, 0.80, 0.80, 0.95],   # white-matter hyperintensity (not tumour: FLAIR distractor)
+    [0.55, 0.70, 1.40, 0.60],   # vessel / choroid plexus (not tumour: enhances on T1ce)
 ], np.float32)
-TEXTURE = np.array([0, 0.02, 0.04, 0.03, 0.06, 0.08, 0.06], np.float32)
-PUBLIC_LABEL = np.array([0, 0, 0, 0, 2, 4, 1], np.uint8)  # BraTS download values
+TEXTURE = np.array([0, 0.02, 0.04, 0.03, 0.06, 0.08, 0.06, 0.04, 0.04], np.float32)
+PUBLIC_LABEL = np.array([0, 0, 0, 0, 2, 4, 1, 0, 0], np.uint8)  # BraTS download values
 
 
 def render(rng: np.random.Generator, size: int, index: int):
@@ -46,8 +48,9 @@ def render(rng: np.random.Generator, size: int, index: int):
     brain = half * np.array([0.86, 0.88, 0.86]) * rng.uniform(0.9, 1.0, 3)
     tis = np.zeros(shape, np.uint8)
     bw = Wobble.random(rng, 0.05)
-    paint(tis, *blob(grid, (0, 0, 0), brain, wobble=bw), CSF)
-    paint(tis, *blob(grid, (0, 0, 0), brain, wobble=bw, scale=0.95), GM)
+    region, ratio = blob_ratio(grid, (0, 0, 0), brain, wobble=bw)
+    paint(tis, region, ratio < 1, CSF)
+    paint(tis, region, ratio < 0.95, GM)
     paint(tis, *blob(grid, (0, 0, 0), brain * 0.83, wobble=Wobble.random(rng, 0.12, terms=6)), WM,
           under=[GM])
     for side in (-1, 1):
@@ -55,9 +58,16 @@ def render(rng: np.random.Generator, size: int, index: int):
         paint(tis, *blob(grid, c, brain * np.array([0.05, 0.18, 0.05]) * 2, rotation(rng.normal(0, 0.1, 3)),
                          Wobble.random(rng, 0.1)), GM)          # deep grey matter
         c = np.array([0.15, -0.05, 0.09 * side]) * brain + rng.normal(0, 0.02, 3) * brain
-        paint(tis, *blob(grid, c, brain * np.array([0.10, 0.32, 0.06]),
+        paint(tis, *blob(grid, c, brain * np.array([0.14, 0.38, 0.08]),
                          rotation(rng.normal(0, 0.1, 3)), Wobble.random(rng, 0.1)), CSF)  # ventricle
 
+    for _ in range(int(rng.integers(2, 5))):  # small FLAIR-bright lesions that are not tumour
+        c = rng.uniform(-0.5, 0.5, 3) * brain
+        paint(tis, *blob(grid, c, np.maximum(brain * rng.uniform(0.03, 0.07, 3), 1.2),
+                         wobble=Wobble.random(rng, 0.2)), WMH, under=[WM])
+    for side in (-1, 1):  # enhancing vessels along the ventricles (choroid plexus)
+        pts = [np.array([0.1, y, 0.1 * side]) * brain + rng.normal(0, 0.02, 3) * brain for y in (-0.3, 0.0, 0.3)]
+        paint(tis, *tube(grid, pts, max(0.025 * brain.mean(), 0.8)), VESSEL)
     brain_mask = tis > 0
     side = rng.choice([-1, 1])
     centre = np.array([rng.uniform(-0.2, 0.3), rng.uniform(-0.3, 0.3), side * rng.uniform(0.2, 0.4)]) * brain
@@ -68,10 +78,11 @@ def render(rng: np.random.Generator, size: int, index: int):
     rot = rotation(rng.normal(0, 0.5, 3))
     tumour = np.zeros(shape, np.uint8)
     paint(tumour, *blob(grid, centre, r_ed, rot, ed_w), ED)
-    paint(tumour, *blob(grid, core_c, r_tc, rot, core_w, scale=1.3), ED)  # oedema surrounds the core
+    region, ratio = blob_ratio(grid, core_c, r_tc, rot, core_w, reach=1.3)
+    paint(tumour, region, ratio < 1.3, ED)  # oedema surrounds the core
     enhancing = index == 0 or rng.random() > 0.08
-    paint(tumour, *blob(grid, core_c, r_tc, rot, core_w), ET if enhancing else NCR)
-    paint(tumour, *blob(grid, core_c, r_tc, rot, core_w, scale=rng.uniform(0.4, 0.7)), NCR)
+    paint(tumour, region, ratio < 1.0, ET if enhancing else NCR)
+    paint(tumour, region, ratio < rng.uniform(0.4, 0.7), NCR)  # same shape, smaller: nested
     tumour[~brain_mask] = 0
     tis = np.where(tumour > 0, tumour, tis)
 

@@ -74,14 +74,38 @@ class Wobble:
                    phases=rng.uniform(0, 2 * np.pi, terms))
 
     def radius(self, unit: list[np.ndarray]) -> np.ndarray:
-        r = 1.0
+        f32 = np.float32
+        r = np.ones(np.broadcast_shapes(*(u.shape for u in unit)), f32)
         for a, f, p in zip(self.amps, self.freqs, self.phases):
-            r = r + a * np.sin(f[0] * unit[0] + f[1] * unit[1] + f[2] * unit[2] + p)
+            r += f32(a) * np.sin(f32(f[0]) * unit[0] + f32(f[1]) * unit[1] + f32(f[2]) * unit[2] + f32(p))
         return r
 
     @property
     def max_amplitude(self) -> float:
         return float(np.abs(self.amps).sum())
+
+
+def blob_ratio(grid: Grid, centre, radii, rot=None, wobble: Wobble | None = None, reach: float = 1.0):
+    """Index slices and the field |q| / r(direction) of a perturbed ellipsoid (inside where < 1).
+
+    Thresholding the same field at several levels gives nested copies of the shape, scaled about
+    its centre, for the cost of one evaluation; ``reach`` is the largest level needed.
+    """
+    radii = np.asarray(radii, np.float64)
+    extent = radii.max() * reach * (1 + (wobble.max_amplitude if wobble else 0)) + 1e-6
+    (sz, z), (sy, y), (sx, x) = grid.window(centre, (extent,) * 3)
+    if min(len(z), len(y), len(x)) == 0:
+        return (sz, sy, sx), np.full((len(z), len(y), len(x)), np.inf, np.float32)
+    f32 = np.float32
+    d = [(z - centre[0]).astype(f32)[:, None, None], (y - centre[1]).astype(f32)[None, :, None],
+         (x - centre[2]).astype(f32)[None, None, :]]
+    r = np.eye(3) if rot is None else np.asarray(rot)
+    q = [(f32(r[0, i]) * d[0] + f32(r[1, i]) * d[1] + f32(r[2, i]) * d[2]) / f32(radii[i]) for i in range(3)]
+    norm = np.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2])
+    if wobble is None:
+        return (sz, sy, sx), norm
+    inv = 1.0 / np.maximum(norm, f32(1e-6))
+    return (sz, sy, sx), norm / wobble.radius([q[0] * inv, q[1] * inv, q[2] * inv])
 
 
 def blob(grid: Grid, centre, radii, rot=None, wobble: Wobble | None = None, scale: float = 1.0):
@@ -90,19 +114,8 @@ def blob(grid: Grid, centre, radii, rot=None, wobble: Wobble | None = None, scal
     ``centre`` and ``radii`` are (z, y, x) mm; ``scale`` shrinks/grows the shape about its centre
     (shapes with the same wobble and a smaller scale lie inside).
     """
-    radii = np.asarray(radii, float) * scale
-    reach = radii.max() * (1 + (wobble.max_amplitude if wobble else 0)) + 1e-6
-    (sz, z), (sy, y), (sx, x) = grid.window(centre, (reach,) * 3)
-    if min(len(z), len(y), len(x)) == 0:
-        return (sz, sy, sx), np.zeros((len(z), len(y), len(x)), bool)
-    d = [z[:, None, None] - centre[0], y[None, :, None] - centre[1], x[None, None, :] - centre[2]]
-    r = np.eye(3) if rot is None else np.asarray(rot)
-    q = [(r[0, i] * d[0] + r[1, i] * d[1] + r[2, i] * d[2]) / radii[i] for i in range(3)]
-    norm = np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2)
-    if wobble is None:
-        return (sz, sy, sx), norm < 1
-    safe = np.maximum(norm, 1e-9)
-    return (sz, sy, sx), norm < wobble.radius([q[0] / safe, q[1] / safe, q[2] / safe])
+    region, ratio = blob_ratio(grid, centre, radii, rot, wobble, reach=scale)
+    return region, ratio < scale
 
 
 def tube(grid: Grid, points, radii):

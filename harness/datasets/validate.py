@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,15 +79,16 @@ def check_headers(case: CaseFiles, root: Path | None = None) -> tuple[list[Probl
     return problems, ref
 
 
-def check_image_values(case: str, arr: np.ndarray, where: str) -> list[Problem]:
+def check_image_values(case: str, arr: np.ndarray, where: str, nonfinite: int = 0) -> list[Problem]:
+    """No NaN/Inf (``nonfinite``: the count stored on disk, see :func:`nifti.count_nonfinite`),
+    not constant."""
     problems = []
     if arr.size == 0:
         return [Problem(case, where, "image is empty", "at least one voxel", "0 voxels")]
     if np.issubdtype(arr.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        if bad:
-            problems.append(Problem(case, where, "image has NaN/Inf voxels", "0", str(bad)))
-            return problems
+        nonfinite = max(nonfinite, int(np.count_nonzero(~np.isfinite(arr))))
+    if nonfinite:
+        return [Problem(case, where, "image has NaN/Inf voxels", "0", str(nonfinite))]
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         problems.append(Problem(case, where, "image is empty (constant)", "varying intensities",
@@ -104,8 +106,11 @@ def label_counts(arr: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts)}
 
 
-def check_label_values(case: str, arr: np.ndarray, allowed, where: str) -> tuple[list[Problem], dict]:
+def check_label_values(case: str, arr: np.ndarray, allowed, where: str,
+                       nonfinite: int = 0) -> tuple[list[Problem], dict]:
     """Label voxels must be integers within ``allowed``; returns problems and the per-value counts."""
+    if nonfinite:
+        return [Problem(case, where, "label has NaN/Inf voxels", "integers", f"{nonfinite} NaN/Inf")], {}
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
             return [Problem(case, where, "label has NaN/Inf voxels", "integers", "NaN/Inf")], {}
@@ -196,7 +201,7 @@ def raw_cases(folder: str | os.PathLike) -> tuple[dict, list[CaseFiles], list[Pr
     if images_dir.is_dir():
         for p in sorted(images_dir.glob(f"*{ending}")):
             if p.name not in known:
-                problems.append(Problem(p.name[: -len(ending)], _name(p, folder),
+                problems.append(Problem(re.sub(r"_\d{4}$", "", p.name[: -len(ending)]), _name(p, folder),
                                         "image without a label or channel index out of range",
                                         f"a label in labelsTr and channel < {len(names)}", p.name))
     if dj["numTraining"] != len(ids):
@@ -250,9 +255,10 @@ def check_case_values(case: CaseFiles, allowed, root: Path | None,
     problems = []
     for i, path in enumerate(case.channels):
         arr = nifti.to_array(nifti.read(path))
-        problems += check_image_values(case.case, arr, _name(path, root))
+        problems += check_image_values(case.case, arr, _name(path, root), nifti.count_nonfinite(path))
     lab = nifti.to_array(nifti.read(case.label))
-    found, counts = check_label_values(case.case, lab, allowed, _name(case.label, root))
+    found, counts = check_label_values(case.case, lab, allowed, _name(case.label, root),
+                                       nifti.count_nonfinite(case.label))
     problems += found
     if label_map and not found:
         counts = {label_map[v]: c for v, c in counts.items()}
