@@ -35,11 +35,22 @@ _NUMPY_SAFE = re.compile(r"numpy\.(_?core\.multiarray\.(scalar|_reconstruct)|nda
 _MONAI_HEADS = ("enc_stages.", "down_blocks.", "up_blocks.", "dec_stages.", "out_blocks.")
 
 
-def _resolve(name: str):
-    module, _, attr = name.rpartition(".")
+def _numpy_globals(names: list[str]) -> list:
+    """The numpy objects named (scalar/array reconstructors, dtype) plus numpy's dtype classes
+    except the object dtype: pickles of numpy scalars refer to the latter in a way that
+    ``get_unsafe_globals_in_checkpoint`` does not report."""
+    found = []
     with warnings.catch_warnings():  # numpy 2 warns on the numpy.core alias of numpy 1 files
         warnings.simplefilter("ignore")
-        return getattr(importlib.import_module(module), attr)
+        for name in names:
+            module, _, attr = name.rpartition(".")
+            found.append(getattr(importlib.import_module(module), attr))
+        try:
+            dtypes = importlib.import_module("numpy.dtypes")
+        except ImportError:  # numpy < 1.25 has no dtype classes to allow
+            return found
+    return found + [getattr(dtypes, n) for n in dir(dtypes)
+                    if n.endswith("DType") and n != "ObjectDType"]
 
 
 def _torch_load(path: Path):
@@ -48,23 +59,25 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # a legacy (non-zip) file cannot be inspected
-            unsafe = []
-        if unsafe and all(_NUMPY_SAFE.fullmatch(name) for name in unsafe):
-            try:
-                allowed = [_resolve(name) for name in unsafe]
-            except (ImportError, AttributeError) as exc:
-                raise ValueError(f"checkpoint {path}: holds numpy objects {unsafe} but numpy "
-                                 f"cannot provide them here ({exc})") from err
-            with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        raise ValueError(f"checkpoint {path}: refused by torch.load(weights_only=True); it pickles "
-                         f"objects other than tensors and plain data: {unsafe or err}") from err
-    except (RuntimeError, EOFError, OSError) as err:
+        refused = err
+    except Exception as err:  # truncated or foreign files fail in many ways inside torch.load
         raise ValueError(f"checkpoint {path}: not a readable torch file "
                          f"({type(err).__name__}: {err})") from err
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file cannot be inspected
+        unsafe = []
+    if unsafe and all(_NUMPY_SAFE.fullmatch(name) for name in unsafe):
+        try:
+            allowed = _numpy_globals(unsafe)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"checkpoint {path}: holds numpy objects {unsafe} but numpy "
+                             f"cannot provide them here ({exc})") from refused
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    raise ValueError(f"checkpoint {path}: refused by torch.load(weights_only=True); it pickles "
+                     f"objects other than tensors, plain data and numpy scalars: "
+                     f"{unsafe or refused}") from refused
 
 
 def _is_state_dict(obj) -> bool:
