@@ -118,7 +118,7 @@ def read_state_dict(source, origin: str | None = None) -> dict[str, torch.Tensor
         return dict(source.state_dict())
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return _strip_prefixes(_unwrap(_torch_load(path), origin or f"checkpoint {path}"))
+        return _strip_prefixes(_unwrap(_torch_load(path), f"checkpoint {path}"))
     return _strip_prefixes(_unwrap(source, origin or "state dict"))
 
 

@@ -80,7 +80,8 @@ class MedNeXt(nn.Module):
         n_channels: C, the width of the first stage (default 32, as every published config).
         exp_r: expansion ratio, an int for all 9 stages or 9 ints (enc0..enc3, bottleneck,
             dec3..dec0). Default 2.
-        kernel_size: odd depthwise kernel size used wherever the two below are None. Default 3.
+        kernel_size: odd depthwise kernel size used wherever the two below are None. Default 3;
+            may be None only when both of them are given.
         enc_kernel_size: odd kernel of encoder blocks and down blocks (default: ``kernel_size``).
         dec_kernel_size: odd kernel of bottleneck, up blocks and decoder blocks (default:
             ``kernel_size``).
@@ -132,7 +133,7 @@ class MedNeXt(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, n_channels: int = 32,
-                 exp_r: int | Sequence[int] = 2, kernel_size: int = 3,
+                 exp_r: int | Sequence[int] = 2, kernel_size: int | None = 3,
                  enc_kernel_size: int | None = None, dec_kernel_size: int | None = None,
                  deep_supervision: bool = False, do_res: bool = True, do_res_up_down: bool = True,
                  block_counts: Sequence[int] = (2,) * N_STAGES, norm_type: str = "group",
@@ -144,7 +145,8 @@ class MedNeXt(nn.Module):
         c = self.n_channels = _check_int("n_channels", n_channels)
         exp = self.exp_r = _check_nine("exp_r", exp_r, broadcast=True)
         bc = self.block_counts = _check_nine("block_counts", block_counts, broadcast=False)
-        _check_kernel("kernel_size", kernel_size)
+        if kernel_size is not None or enc_kernel_size is None or dec_kernel_size is None:
+            _check_kernel("kernel_size", kernel_size)
         k_enc = self.enc_kernel_size = _check_kernel(
             "enc_kernel_size", kernel_size if enc_kernel_size is None else enc_kernel_size)
         k_dec = self.dec_kernel_size = _check_kernel(

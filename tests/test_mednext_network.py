@@ -309,6 +309,7 @@ def test_bad_inputs_raise(shape, match):
     ({"n_channels": True}, "n_channels"), ({"kernel_size": 4}, "kernel_size"),
     ({"kernel_size": 0}, "kernel_size"), ({"enc_kernel_size": 2}, "enc_kernel_size"),
     ({"dec_kernel_size": 3.0}, "dec_kernel_size"), ({"exp_r": 0}, "exp_r"),
+    ({"kernel_size": None, "enc_kernel_size": 3}, "kernel_size"),
     ({"exp_r": [2] * 8}, "exp_r"), ({"block_counts": 2}, "block_counts"),
     ({"block_counts": [0] + [2] * 8}, "block_counts"), ({"norm_type": "batch"}, "batch"),
     ({"dim": "4d"}, "4d"), ({"resampling": "bilinear"}, "bilinear"), ({"grn": "yes"}, "grn"),
@@ -330,6 +331,23 @@ def test_factory_validation_and_case_insensitive_sizes():
         build_meta("S", 3, 1, 2, kernel=5)
     with pytest.raises(ValueError, match="exp_r"):
         build_meta("S", 3, 1, 2, exp_r=[2, 2])
+    split = build_meta("S", None, 1, 2, enc_kernel_size=5, dec_kernel_size=3)
+    assert (split.enc_kernel_size, split.dec_kernel_size) == (5, 3)
+    assert split.down_3.conv1.kernel_size == (5, 5, 5) and split.up_3.conv1.kernel_size == (3, 3, 3)
+    assert split.bottleneck[0].conv1.kernel_size == (3, 3, 3)
     model = build_meta("L", 5, 4, 3, checkpointing=False, deep_supervision=False)
     assert not model.checkpointing and model.in_channels == 4
     assert mednext.VARIANTS["B"].to_dict()["provenance"]["commit"] == "0b78ed8"
+
+
+@pytest.mark.parametrize("size,k,gmacs", [
+    ("S", 3, 128.1), ("S", 5, 166.3), ("B", 3, 167.5), ("B", 5, 205.7),
+    ("M", 3, 244.4), ("M", 5, 304.5), ("L", 3, 495.3), ("L", 5, 559.7),
+])
+def test_macs_at_128_cubed_match_the_spec(size, k, gmacs):
+    """Spec b.5: torch's FLOP counter / 2 for one 1x128^3 input, no DS (on the meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = build_meta(size, k, 1, 14, deep_supervision=False, checkpointing=False)
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 128, 128, 128))
+    assert round(counter.get_total_flops() / 2e9, 1) == gmacs
