@@ -110,3 +110,14 @@ def test_write_and_read_splits(tmp_path):
     (tmp_path / "x.json").write_text('[{"train": ["a"], "val": ["b"]}]')
     with pytest.raises(ValueError, match="x.json.*missing"):
         read_splits(tmp_path / "x.json", ["a", "b", "c"])
+
+
+def test_public_api_stays_callable_after_every_submodule_is_imported():
+    import importlib
+
+    import harness.datasets as ds
+    for mod in ("conversion", "phantom", "validate", "splits", "nifti", "commands", "btcv", "amos22",
+                "kits19", "brats21"):
+        importlib.import_module(f"harness.datasets.{mod}")
+    for name in ("convert", "make_phantom", "validate_raw", "make_splits", "write_splits", "task_spec"):
+        assert callable(getattr(ds, name)), name

@@ -23,8 +23,8 @@ __all__ = ["TASKS", "PAPER_TASKS", "TaskSpec", "task_spec", "DatasetError", "Pro
 
 
 def convert(task, source_dir, raw_root, include_validation=False, **kwargs):
-    """See :func:`harness.datasets.convert.convert`."""
-    from harness.datasets.convert import convert as _convert
+    """See :func:`harness.datasets.conversion.convert`."""
+    from harness.datasets.conversion import convert as _convert
     return _convert(task, source_dir, raw_root, include_validation, **kwargs)
 
 

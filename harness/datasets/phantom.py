@@ -5,7 +5,7 @@
 ``RawData/Training``, AMOS22's ``imagesTr`` + ``dataset.json`` with an MRI case to be skipped and
 mixed orientations, KiTS19's permuted axes and affine, BraTS21's per-case folders with
 non-contiguous ids and public label values), then runs the same converter as the real data
-(:func:`harness.datasets.convert.convert`). So every phantom run also exercises the conversion.
+(:func:`harness.datasets.conversion.convert`). So every phantom run also exercises the conversion.
 
 Determinism: case ``i`` is drawn from ``numpy.random.default_rng([seed, task, i])`` (PCG64, stable
 across platforms), so a case does not depend on how many cases are requested. A case missing a
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets import nifti, phantom_abdomen, phantom_brain
-from harness.datasets.convert import convert, is_complete, layout_module
+from harness.datasets.conversion import convert, is_complete, layout_module
 from harness.datasets.spec import PAPER_TASKS, TaskSpec, task_spec
 
 DEFAULT_CASES = 12

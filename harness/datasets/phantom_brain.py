@@ -78,11 +78,15 @@ def render(rng: np.random.Generator, size: int, index: int):
     rot = rotation(rng.normal(0, 0.5, 3))
     tumour = np.zeros(shape, np.uint8)
     paint(tumour, *blob(grid, centre, r_ed, rot, ed_w), ED)
-    region, ratio = blob_ratio(grid, core_c, r_tc, rot, core_w, reach=1.3)
-    paint(tumour, region, ratio < 1.3, ED)  # oedema surrounds the core
+    # Same shape at three scales: nested exactly. The margins keep each shell at least ~1.5 voxels
+    # thick (the perturbation can shrink a radius to 1 - amplitude), so the nesting survives voxels.
+    thin = 1.6 / (r_tc.min() * (1 - core_w.max_amplitude))
+    outer, inner = max(1.3, 1 + thin), max(0.15, min(rng.uniform(0.4, 0.7), 1 - thin))
+    region, ratio = blob_ratio(grid, core_c, r_tc, rot, core_w, reach=outer)
+    paint(tumour, region, ratio < outer, ED)  # oedema surrounds the core
     enhancing = index == 0 or rng.random() > 0.08
     paint(tumour, region, ratio < 1.0, ET if enhancing else NCR)
-    paint(tumour, region, ratio < rng.uniform(0.4, 0.7), NCR)  # same shape, smaller: nested
+    paint(tumour, region, ratio < inner, NCR)
     tumour[~brain_mask] = 0
     tis = np.where(tumour > 0, tumour, tis)
 
