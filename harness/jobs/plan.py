@@ -120,32 +120,49 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
     data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
     results_dir = (Path(results).resolve() if results else default_results_root()) / f"{study}-{profile}"
 
-    jobs: list[Job] = []
-    for task in st.datasets:
-        dataset = prof.dataset_name(task)
-        jobs.append(Job(
-            key=f"prepare:{dataset}", kind="prepare",
-            payload={"work": str(work), "data": data_abs, "dataset": dataset, "task": task,
-                     "profile": profile},
-            deps=(), label=f"{dataset} / prepare"))
+    jobs = [_prepare_job(task, prof, work, data_abs) for task in st.datasets]
     train_keys: list[str] = []
     for run in run_plan(st, prof):       # sources of UpKern/continue come before their users
-        key = f"train:{run['run_id']}"
-        deps = [f"prepare:{run['dataset']}"]
-        if run["spec"]["init"] is not None:
-            deps.append(f"train:{run['spec']['init']['run_id']}")
-        jobs.append(Job(
-            key=key, kind="train",
-            payload={"work": str(work), "run_id": run["run_id"], "spec": run["spec"],
-                     "profile": profile, "in_study": run["in_study"]},
-            deps=tuple(deps), label=f"{run['dataset']} / {run['model']} / fold {run['fold']}"))
-        train_keys.append(key)
+        jobs.append(_train_job(run, prof, work))
+        train_keys.append(jobs[-1].key)
     jobs.append(Job(
         key=f"report:{study}-{profile}", kind="report",
         payload={"work": str(work), "study": study, "profile": profile,
                  "results": str(results_dir)},
         deps=tuple(train_keys), label=f"{study} / {profile} / report"))
     return jobs
+
+
+def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
+              data: Path | None = None) -> list[Job]:
+    """The jobs of one cell alone: its dataset's prepare job, the runs it starts from, the run."""
+    from harness.jobs.runs import run_chain
+
+    prof = load_profile(profile)
+    work = Path(work).resolve()
+    if prof.data == "real" and data is None:
+        raise ValueError(f"profile {profile!r} trains on real data: pass --data DIR")
+    data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
+    return [_prepare_job(task, prof, work, data_abs)] + \
+        [_train_job(run, prof, work) for run in run_chain(task, model, fold, prof)]
+
+
+def _prepare_job(task: str, prof, work: Path, data_abs: str | None) -> Job:
+    dataset = prof.dataset_name(task)
+    return Job(key=f"prepare:{dataset}", kind="prepare",
+               payload={"work": str(work), "data": data_abs, "dataset": dataset, "task": task,
+                        "profile": prof.name},
+               deps=(), label=f"{dataset} / prepare")
+
+
+def _train_job(run: dict, prof, work: Path) -> Job:
+    deps = [f"prepare:{run['dataset']}"]
+    if run["spec"]["init"] is not None:
+        deps.append(f"train:{run['spec']['init']['run_id']}")
+    return Job(key=f"train:{run['run_id']}", kind="train",
+               payload={"work": str(work), "run_id": run["run_id"], "spec": run["spec"],
+                        "profile": prof.name, "in_study": run["in_study"]},
+               deps=tuple(deps), label=f"{run['dataset']} / {run['model']} / fold {run['fold']}")
 
 
 def expected_runs(study: str, profile: str, work: Path) -> list[dict]:

@@ -14,6 +14,7 @@ from harness.provenance import PROTOCOL, RunRecord, process_alive, run_id
 from harness.studies import Profile, Study
 
 RECIPE = "paper"   # the registry's recipe of the paper (Sect. 3.1); its code history differs
+PHANTOM_SEED = 20230309     # fixed: the phantoms are part of the benchmark's definition
 
 
 def profile_settings(profile: Profile, dim: str) -> dict:
@@ -23,8 +24,16 @@ def profile_settings(profile: Profile, dim: str) -> dict:
         "iterations_per_epoch": profile.iterations_per_epoch,
         "val_iterations_per_epoch": profile.val_iterations_per_epoch,
         "patch": list(profile.patch(dim)), "batch": profile.batch(dim),
-        "mirroring": profile.mirroring, "phantom": profile.phantom,
+        "mirroring": profile.mirroring, "phantom": _phantom(profile),
     }
+
+
+def _phantom(profile: Profile) -> dict | None:
+    """The phantom settings, with the generator version: new phantoms are new runs."""
+    if profile.phantom is None:
+        return None
+    from harness.datasets.phantom import GENERATOR_VERSION
+    return {**profile.phantom, "seed": PHANTOM_SEED, "generator": GENERATOR_VERSION}
 
 
 def run_spec(task: str, model: str, fold: int, profile: Profile,
@@ -55,27 +64,35 @@ def run_plan(study: Study, profile: Profile) -> list[dict]:
     One dict per run: ``run_id``, ``dataset``, ``task``, ``model``, ``fold``, ``spec`` and
     ``in_study`` (False for a source run that the study does not list as a row).
     """
-    from harness import registry
-
     out: dict[str, dict] = {}
-
-    def add(task: str, model: str, fold: int, in_study: bool) -> None:
-        entry = registry.get(model)
-        if entry.init is not None:
-            add(task, entry.init["from"], fold, False)
-        spec = run_spec(task, model, fold, profile)
-        rid = run_id(spec)
-        if rid in out:
-            out[rid]["in_study"] |= in_study
-            return
-        out[rid] = {"run_id": rid, "dataset": spec["dataset"], "task": task, "model": model,
-                    "fold": fold, "spec": spec, "in_study": in_study}
-
     for task in study.datasets:
         for fold in profile.folds:
             for model in study.models:
-                add(task, model, fold, True)
+                _add_chain(out, task, model, fold, profile, True)
     return list(out.values())
+
+
+def run_chain(task: str, model: str, fold: int, profile: Profile) -> list[dict]:
+    """One run and the runs it starts from (sources first), as :func:`run_plan` lists them."""
+    out: dict[str, dict] = {}
+    _add_chain(out, task, model, fold, profile, True)
+    return list(out.values())
+
+
+def _add_chain(out: dict, task: str, model: str, fold: int, profile: Profile,
+               in_study: bool) -> None:
+    from harness import registry
+
+    entry = registry.get(model)
+    if entry.init is not None:
+        _add_chain(out, task, entry.init["from"], fold, profile, False)
+    spec = run_spec(task, model, fold, profile)
+    rid = run_id(spec)
+    if rid in out:
+        out[rid]["in_study"] |= in_study
+        return
+    out[rid] = {"run_id": rid, "dataset": spec["dataset"], "task": task, "model": model,
+                "fold": fold, "spec": spec, "in_study": in_study}
 
 
 def run_status(run_dir: Path) -> str:

@@ -1,0 +1,49 @@
+"""The ``report:<study>-<profile>`` job: ``harness.report.make_report`` over the study's cells.
+
+It runs after every train job of the study has ended, failed or not: the report lists the cells
+that are missing or failed. A stamp in ``work/reports/`` records the state of every cell the
+report saw; the job is done while that state is unchanged, so re-running a finished grid
+rebuilds nothing, and a grid with a newly finished or failed cell gets a new report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.io import write_json
+from harness.jobs.runs import run_status
+
+
+def _stamp_path(payload: dict) -> Path:
+    return Path(payload["work"]) / "reports" / f"{payload['study']}-{payload['profile']}.json"
+
+
+def _snapshot(payload: dict) -> dict:
+    from harness.jobs.plan import expected_runs
+
+    work = Path(payload["work"])
+    cells = {r["run_id"]: run_status(work / "runs" / r["run_id"])
+             for r in expected_runs(payload["study"], payload["profile"], work)}
+    return {"results": str(payload["results"]), "cells": cells}
+
+
+def report_status(payload: dict) -> str:
+    try:
+        stamp = json.loads(_stamp_path(payload).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return "pending"
+    if not Path(payload["results"]).is_dir():
+        return "pending"
+    return "done" if stamp == _snapshot(payload) else "pending"
+
+
+def report_job(payload: dict) -> None:
+    """Execute a ``report`` job (idempotent)."""
+    from harness.report import make_report
+
+    if report_status(payload) == "done":
+        return
+    snapshot = _snapshot(payload)
+    make_report(payload["study"], payload["profile"], Path(payload["work"]),
+                Path(payload["results"]))
+    write_json(_stamp_path(payload), snapshot)

@@ -1,0 +1,103 @@
+"""nnU-Net v2's process environment: folders, worker counts, device, and in-process pools.
+
+nnU-Net v2 (2.8.1) reads its folders from environment variables at use time
+(``nnunetv2.paths._EnvPath``) and its default pool size once, at import
+(``nnunetv2.configuration.default_num_processes``), so :func:`configure` must run before the
+first ``import nnunetv2`` of a process for the pool size to apply; the folders may change later.
+
+On a CPU, ``nnUNet_n_proc_DA=0`` (augmentation in the training process) is faster than a
+background augmenter that competes for the cores; planning needs it >= 1 (it sets torch's thread
+count from it), hence :func:`planning_threads`. nnU-Net's fingerprinting and preprocessing start
+``spawn`` pools; on a few small cases the interpreter start-up of a spawned worker (about 10 s on
+2 cores) costs more than the work, so :func:`in_process_pools` lets nnU-Net's own code run its
+pool in threads of this process instead (``multiprocessing.dummy``, same ``Pool`` interface).
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.dummy
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+def configure(work: str | os.PathLike) -> dict[str, str]:
+    """Point nnU-Net at ``work`` (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``).
+
+    Worker counts keep a value the user exported; otherwise CPU machines get 0 augmentation
+    workers and pools of 1, GPU machines nnU-Net's own defaults.
+    """
+    work = Path(work).resolve()
+    env = {"nnUNet_raw": str(work / "nnUNet_raw"),
+           "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+           "nnUNet_results": str(work / "nnUNet_results")}
+    os.environ.update(env)
+    os.environ.setdefault("nnUNet_compile", "f")
+    os.environ.setdefault("nnUNet_wandb_enabled", "0")
+    if not _has_cuda():
+        os.environ.setdefault("nnUNet_n_proc_DA", "0")
+        os.environ.setdefault("nnUNet_def_n_proc", "1")
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _has_cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def device():
+    """``cuda`` when there is a GPU (mixed precision then follows nnU-Net), else ``cpu``."""
+    import torch
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def planning_threads() -> Iterator[None]:
+    """nnU-Net's planner calls ``torch.set_num_threads(nnUNet_n_proc_DA)``: 0 would crash it."""
+    old = os.environ.get("nnUNet_n_proc_DA")
+    if old is not None and int(old) < 1:
+        os.environ["nnUNet_n_proc_DA"] = "1"
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.environ["nnUNet_n_proc_DA"] = old
+
+
+class _ThreadContext:
+    """What ``multiprocessing.get_context("spawn")`` offers nnU-Net, but backed by threads."""
+
+    Pool = staticmethod(multiprocessing.dummy.Pool)
+
+    def __getattr__(self, name):
+        return getattr(multiprocessing.get_context("spawn"), name)
+
+
+class _MultiprocessingInThreads:
+    def get_context(self, method=None):
+        return _ThreadContext()
+
+    def __getattr__(self, name):
+        return getattr(multiprocessing, name)
+
+
+@contextlib.contextmanager
+def in_process_pools(*module_names: str) -> Iterator[None]:
+    """Run the ``spawn`` pools of the named nnU-Net modules in threads of this process."""
+    import importlib
+
+    saved = []
+    for name in module_names:
+        mod = importlib.import_module(name)
+        saved.append((mod, mod.multiprocessing))
+        mod.multiprocessing = _MultiprocessingInThreads()
+    try:
+        yield
+    finally:
+        for mod, orig in saved:
+            mod.multiprocessing = orig
+

@@ -1,0 +1,152 @@
+"""Planning and preprocessing with nnU-Net v2, then the paper's protocol imposed on the plans.
+
+Paper, Sect. 3.1: every network sees data resampled to 1.0 mm isotropic spacing, patches of 128^3
+(3D) or 512^2 (2D), batch 2 or 14, nnU-Net's normalisation and augmentation. nnU-Net's own
+planner runs once per dataset (fingerprint, ``nnUNetPlans.json``: kept as the record of what
+nnU-Net would have chosen); ``nnUNetPlans_bench.json`` then carries one preprocessed
+configuration, ``3d_1mm``: nnU-Net's ``3d_fullres`` (normalisation, resampling functions,
+transpose) with the target spacing set to 1 mm. It is preprocessed once and shared by all models.
+
+At training time :func:`training_plans` adds the configuration a run uses, ``bench_3d`` or
+``bench_2d``, with the profile's patch and batch and the same ``data_identifier`` -- so the 2D
+configuration trains on slices of the same 1 mm volumes, and predicts slice by slice. Its
+``architecture`` entry is nnU-Net's PlainConvUNet topology for that patch (what nnU-Net's planner
+derives: ``get_pool_and_conv_props``, 32 base features, capped at 320 in 3D and 512 in 2D); it
+records nnU-Net's plan, the networks themselves come from the registry.
+
+Differs from MedNeXt's nnU-Net v1 planner (``ExperimentPlanner3D_v21_customTargetSpacing_1x1x1``):
+the patch and batch are set explicitly (v1 overwrote only the patch after planning), and the
+2D configuration uses the same 1 mm data instead of nnU-Net's in-plane median spacing.
+"""
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+
+from harness.io import write_json
+from harness.nnunet.env import in_process_pools, planning_threads
+
+TARGET_SPACING = (1.0, 1.0, 1.0)
+NNUNET_PLANS = "nnUNetPlans"
+PLANS_NAME = "nnUNetPlans_bench"
+PREPROCESSED_CONFIG = "3d_1mm"
+DATA_IDENTIFIER = f"{PLANS_NAME}_1mm"
+FEATURE_CAP = {"3d": 320, "2d": 512}
+
+
+def preprocessed_folder(folder: str) -> Path:
+    from nnunetv2.paths import nnUNet_preprocessed
+    return Path(str(nnUNet_preprocessed)) / folder
+
+
+def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
+    """Fingerprint, nnU-Net's plan, the 1 mm bench plan, and its preprocessing.
+
+    Returns the path of ``nnUNetPlans_bench.json``. Safe to re-run (everything is rewritten).
+    """
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import \
+        DatasetFingerprintExtractor
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import \
+        ExperimentPlanner
+
+    with in_process_pools("nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor"):
+        fpe = DatasetFingerprintExtractor(dataset_id, num_processes=1, verbose=False)
+        fpe.show_progress_bar = False
+        fpe.run(overwrite_existing=True)
+    with planning_threads():
+        planner = ExperimentPlanner(dataset_id, plans_name=NNUNET_PLANS)
+        plans = planner.plan_experiment()
+    bench = bench_plans(plans)
+    path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
+    write_json(path, bench, sort_keys=False)
+    preprocess(dataset_id)
+    return path
+
+
+def bench_plans(nnunet_plans: dict) -> dict:
+    """nnU-Net's plans with the protocol imposed: one configuration, ``3d_1mm``."""
+    if "3d_fullres" not in nnunet_plans["configurations"]:
+        raise ValueError(f"dataset {nnunet_plans['dataset_name']}: nnU-Net planned no 3d_fullres "
+                         "configuration (is it a 2D dataset?); the protocol needs 3D volumes")
+    cfg = deepcopy(nnunet_plans["configurations"]["3d_fullres"])
+    cfg.update(data_identifier=DATA_IDENTIFIER, spacing=list(TARGET_SPACING))
+    cfg.pop("inherits_from", None)
+    cfg.pop("next_stage", None)
+    plans = deepcopy(nnunet_plans)
+    plans["plans_name"] = PLANS_NAME
+    plans["configurations"] = {PREPROCESSED_CONFIG: cfg}
+    plans["protocol"] = {"target_spacing": list(TARGET_SPACING),
+                         "source": "MedNeXt (Roy et al., MICCAI 2023), Sect. 3.1"}
+    return plans
+
+
+def preprocess(dataset_id: int) -> None:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+    folder = convert_id_to_dataset_name(dataset_id)
+    plans = json.loads((preprocessed_folder(folder) / f"{PLANS_NAME}.json").read_text())
+    cm = PlansManager(plans).get_configuration(PREPROCESSED_CONFIG)
+    pre = cm.preprocessor_class(verbose=False)
+    pre.show_progress_bar = False
+    with in_process_pools("nnunetv2.preprocessing.preprocessors.default_preprocessor"):
+        pre.run(dataset_id, PREPROCESSED_CONFIG, PLANS_NAME, num_processes=1)
+
+
+def plain_unet_architecture(dim: str, patch: tuple[int, ...],
+                            spacing: tuple[float, ...] = TARGET_SPACING) -> dict:
+    """nnU-Net's PlainConvUNet topology for ``patch`` (the planner's rule, minimum edge 4)."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import \
+        get_pool_and_conv_props
+
+    nd = 3 if dim == "3d" else 2
+    if len(patch) != nd:
+        raise ValueError(f"patch {patch!r} does not have {nd} axes for a {dim} configuration")
+    sp = list(spacing)[-nd:]
+    _, strides, kernels, fitted, _ = get_pool_and_conv_props(sp, list(patch), 4, 999999)
+    if [int(i) for i in fitted] != [int(i) for i in patch]:
+        raise ValueError(f"patch {list(patch)} is not divisible by nnU-Net's pooling "
+                         f"(it would become {[int(i) for i in fitted]})")
+    n = len(strides)
+    conv = "torch.nn.modules.conv.Conv3d" if nd == 3 else "torch.nn.modules.conv.Conv2d"
+    norm = ("torch.nn.modules.instancenorm.InstanceNorm3d" if nd == 3
+            else "torch.nn.modules.instancenorm.InstanceNorm2d")
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n,
+            "features_per_stage": [min(FEATURE_CAP[dim], 32 * 2 ** i) for i in range(n)],
+            "conv_op": conv, "kernel_sizes": [list(k) for k in kernels],
+            "strides": [list(s) for s in strides], "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True, "norm_op": norm,
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
+def training_plans(folder: str, dim: str, patch, batch: int, model: str) -> tuple[dict, str]:
+    """The bench plans plus the configuration a run trains with; returns ``(plans, name)``."""
+    if dim not in ("3d", "2d"):
+        raise ValueError(f"dim must be '3d' or '2d', got {dim!r}")
+    if int(batch) < 1:
+        raise ValueError(f"batch must be >= 1, got {batch!r}")
+    path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first")
+    plans = json.loads(path.read_text())
+    cfg = deepcopy(plans["configurations"][PREPROCESSED_CONFIG])
+    patch = [int(p) for p in patch]
+    cfg.update(patch_size=patch, batch_size=int(batch),
+               architecture=plain_unet_architecture(dim, tuple(patch)), bench_model=model)
+    if dim == "2d":
+        # nnU-Net's own 2D rule (batch Dice across the slices of a batch); the spacing stays
+        # three-dimensional so that prediction resamples whole volumes to 1 mm.
+        cfg["batch_dice"] = True
+        cfg["median_image_size_in_voxels"] = cfg["median_image_size_in_voxels"][1:]
+    name = f"bench_{dim}"
+    plans["configurations"][name] = cfg
+    return plans, name

@@ -1,0 +1,242 @@
+"""The one trainer: a subclass of nnU-Net v2's ``nnUNetTrainer`` that reads its recipe from data.
+
+Every model trains through :class:`BenchTrainer`; what differs between models is data, not code:
+the network (``harness.registry.build_model``), optimizer, learning rate, poly schedule, gradient
+clipping and deep supervision (the registry's recipe), and the budget (the profile). nnU-Net's
+data loading, foreground oversampling, augmentation, loss and mixed precision (on CUDA only) stay
+as nnU-Net does them.
+
+Differences from nnU-Net's trainer, and why:
+- The run spec travels as a class attribute of a dynamically created subclass
+  (:func:`trainer_class`), because nnU-Net stores ``locals()`` of ``__init__`` and breaks on extra
+  parameters; the class is instantiated directly (no lookup by name, which imports timm).
+- Deep-supervision scales come from ``registry.deep_supervision_scales`` and the loss checks on
+  every call that outputs, targets and weights have the same length (nnU-Net's wrapper zips
+  them silently, so a mismatch would train on a truncated set).
+- A checkpoint every epoch, written atomically; no ``checkpoint_best.pth`` (nothing reads it);
+  ``progress.csv`` each epoch; a non-finite loss stops the run before the optimizer step, so the
+  last checkpoint stays good.
+- Gradient clipping uses the recipe's norm (nnU-Net hard-codes 12).
+- Output goes to the run folder ``work/runs/<run_id>`` instead of ``nnUNet_results``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+
+from harness.io import atomic_path, write_text
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the run stops with its last good checkpoint."""
+
+
+class CheckedDeepSupervision(DeepSupervisionWrapper):
+    """nnU-Net's deep-supervision loss, refusing outputs/targets/weights of unequal length."""
+
+    def forward(self, *args):
+        lengths = [len(a) if isinstance(a, (list, tuple)) else None for a in args]
+        if any(n != len(self.weight_factors) for n in lengths):
+            raise ValueError(f"deep supervision mismatch: {len(self.weight_factors)} loss weights, "
+                             f"but outputs/targets of lengths {lengths} (a tensor has length None)")
+        return super().forward(*args)
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    mod = network.module if hasattr(network, "module") and isinstance(
+        network, torch.nn.parallel.DistributedDataParallel) else network
+    return getattr(mod, "_orig_mod", mod)
+
+
+class BenchTrainer(nnUNetTrainer):
+    """nnU-Net trainer driven by a run spec; use :func:`trainer_class` to bind one."""
+
+    spec: ClassVar[dict | None] = None
+    run_dir: ClassVar[str | None] = None
+    on_progress: ClassVar[Callable[[str, int, int], None] | None] = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        spec = self._spec()
+        prof, recipe = spec["profile"], spec["recipe"]
+        self.num_epochs = int(prof["epochs"])
+        self.num_iterations_per_epoch = int(prof["iterations_per_epoch"])
+        self.num_val_iterations_per_epoch = int(prof["val_iterations_per_epoch"])
+        self.initial_lr = float(recipe["lr"])
+        self.weight_decay = float(recipe["weight_decay"])
+        self.enable_deep_supervision = bool(recipe["deep_supervision"])
+        self.save_every = 1
+        self.output_folder_base = self.output_folder = str(self.run_dir)
+        self.log_file = str(Path(self.run_dir) / "training_log.txt")
+
+    @classmethod
+    def _spec(cls) -> dict:
+        if cls.spec is None or cls.run_dir is None:
+            raise RuntimeError("BenchTrainer needs a run spec: build the class with trainer_class()")
+        return cls.spec
+
+    # ---- network -------------------------------------------------------------------------
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        from harness import registry
+        spec = cls._spec()
+        return registry.build_model(
+            spec["model"], in_channels=int(num_input_channels),
+            num_classes=int(num_output_channels),
+            patch_size=tuple(int(p) for p in configuration_manager.patch_size),
+            deep_supervision=bool(enable_deep_supervision),
+            spacing=tuple(float(s) for s in configuration_manager.spacing),
+            activation_checkpointing=bool(spec["recipe"]["activation_checkpointing"]))
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        if not self.enable_deep_supervision:
+            return          # built without heads: nothing to switch
+        from harness import registry
+        registry.set_deep_supervision(unwrap(self.network), enabled)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        from harness import registry
+        model = self._spec()["model"]
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+        scales = [list(map(float, s)) for s in registry.deep_supervision_scales(
+            model, patch, spacing=tuple(self.configuration_manager.spacing), deep_supervision=True)]
+        if not scales or any(len(s) != len(patch) for s in scales):
+            raise ValueError(f"deep_supervision_scales({model!r}, {patch}) gave {scales}: "
+                             f"need one scale per output, {len(patch)} factors each")
+        return scales
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if not isinstance(loss, DeepSupervisionWrapper):
+            return loss
+        weights = loss.weight_factors
+        from harness import registry
+        if registry.get(self._spec()["model"]).family == "mednext":
+            # MedNeXt's trainer weights all five outputs (1, 1/2, ..., 1/16, normalised); nnU-Net
+            # v2 gives its lowest-resolution output weight 0 (specs/mednext.md d).
+            w = np.array([1 / 2 ** i for i in range(len(weights))])
+            weights = tuple(w / w.sum())
+        return CheckedDeepSupervision(loss.loss, weights)
+
+    # ---- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self):
+        recipe = self._spec()["recipe"]
+        name = str(recipe["optimizer"]).lower()
+        params = self.network.parameters()
+        if name == "sgd":
+            opt = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay,
+                                  momentum=float(recipe["momentum"]),
+                                  nesterov=bool(recipe["nesterov"]))
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, self.initial_lr, weight_decay=self.weight_decay,
+                                    eps=float(recipe["eps"]))
+        else:
+            raise ValueError(f"recipe optimizer {recipe['optimizer']!r} is not 'sgd' or 'adamw'")
+        sched = PolyLRScheduler(opt, self.initial_lr, self.num_epochs,
+                                exponent=float(recipe["poly_exponent"]))
+        return opt, sched
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = ([t.to(self.device, non_blocking=True) for t in target]
+                  if isinstance(target, list) else target.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        with (torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda"
+              else dummy_context()):
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch} "
+                f"({self._spec()['model']} on {self._spec()['dataset']}, fold {self.fold}); "
+                "stopped before the optimizer step: checkpoint_latest.pth holds the last good epoch")
+        clip = self._spec()["recipe"].get("grad_clip")
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), float(clip))
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), float(clip))
+            self.optimizer.step()
+        self._iteration += 1
+        self._report("train", self._iteration, self.num_epochs * self.num_iterations_per_epoch)
+        return {"loss": loss.detach().cpu().numpy()}
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def on_train_start(self):
+        super().on_train_start()
+        self._iteration = self.current_epoch * self.num_iterations_per_epoch
+
+    def on_epoch_end(self):
+        log = self.logger
+        log.log("epoch_end_timestamps", time.time(), self.current_epoch)
+        self.print_to_log_file("train_loss", np.round(log.get_value("train_losses", step=-1), 4))
+        self.print_to_log_file("val_loss", np.round(log.get_value("val_losses", step=-1), 4))
+        self.print_to_log_file("Pseudo dice", [np.round(i, 4) for i in
+                                               log.get_value("dice_per_class_or_region", step=-1)])
+        self._best_ema = max(self._best_ema or -math.inf, log.get_value("ema_fg_dice", step=-1))
+        # nnU-Net's checkpoint stores current_epoch + 1: a resumed run starts at the next epoch.
+        self.save_checkpoint(str(Path(self.output_folder) / "checkpoint_latest.pth"))
+        self.current_epoch += 1
+        self.write_progress()
+
+    def save_checkpoint(self, filename: str) -> None:
+        if Path(filename).name == "checkpoint_best.pth":
+            return
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(str(tmp))
+
+    def on_train_end(self):
+        super().on_train_end()
+        try:
+            self.logger.plot_progress_png(self.output_folder)
+        except Exception as exc:      # a plot is a convenience; never fail a run for it
+            self.print_to_log_file(f"progress plot failed: {exc}")
+
+    def write_progress(self) -> None:
+        """``progress.csv``: epoch, train_loss, val_loss, pseudo_dice, lr, epoch_seconds."""
+        log = self.logger.local_logger.my_fantastic_logging
+        rows = ["epoch,train_loss,val_loss,pseudo_dice,lr,epoch_seconds"]
+        n = len(log["epoch_end_timestamps"])
+        for e in range(n):
+            secs = log["epoch_end_timestamps"][e] - log["epoch_start_timestamps"][e]
+            rows.append(f"{e},{float(log['train_losses'][e]):.6g},{float(log['val_losses'][e]):.6g},"
+                        f"{float(log['mean_fg_dice'][e]):.6g},{float(log['lrs'][e]):.6g},{secs:.3f}")
+        write_text(Path(self.output_folder) / "progress.csv", "\n".join(rows) + "\n")
+
+    def _report(self, phase: str, done: int, total: int) -> None:
+        if type(self).on_progress is not None:
+            type(self).on_progress(phase, done, total)
+
+    def print_to_log_file(self, *args, also_print_to_console=True, add_timestamp=True):
+        # The job's own log captures stdout; the console shows progress bars instead.
+        super().print_to_log_file(*args, also_print_to_console=False, add_timestamp=add_timestamp)
+
+
+def trainer_class(spec: dict, run_dir: Path,
+                  on_progress: Callable[[str, int, int], None] | None = None) -> type[BenchTrainer]:
+    """A subclass of :class:`BenchTrainer` bound to one run (nnU-Net's __init__ stays intact)."""
+    return type("BenchTrainer", (BenchTrainer,), {
+        "spec": spec, "run_dir": str(run_dir),
+        "on_progress": staticmethod(on_progress) if on_progress else None,
+        "__module__": __name__})

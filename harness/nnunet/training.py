@@ -1,0 +1,99 @@
+"""Train one run with :class:`~harness.nnunet.trainer.BenchTrainer`: fresh, resumed or initialised.
+
+- ``checkpoint_final.pth`` present: nothing to train.
+- ``checkpoint_latest.pth`` present: resume from it (weights, optimizer, epoch counter, log), the
+  way nnU-Net's ``--c`` does; a SLURM requeue or a re-run after a kill lands here.
+- otherwise: a fresh start; a run with ``init`` first loads the finished source run's final
+  weights, resampled by UpKern (``mednext.upkern``, paper Sect. 2.3) or copied as they are
+  ("continue", the 2x-schedule ablation). The optimizer always starts fresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from harness.nnunet.env import device
+from harness.nnunet.plans import preprocessed_folder, training_plans
+from harness.nnunet.trainer import trainer_class, unwrap
+
+
+def load_plans(spec: dict) -> tuple[dict, str, dict]:
+    """``(plans, configuration name, dataset_json)`` of a run."""
+    from harness.datasets import task_spec
+
+    folder = task_spec(spec["dataset"]).folder
+    plans, cfg = training_plans(folder, spec["dim"], spec["profile"]["patch"],
+                                spec["profile"]["batch"], spec["model"])
+    dataset_json = json.loads((preprocessed_folder(folder) / "dataset.json").read_text())
+    return plans, cfg, dataset_json
+
+
+def make_trainer(spec: dict, run_dir: Path, on_progress: Callable | None = None,
+                 continue_training: bool = False):
+    """Construct the bound trainer. nnU-Net's __init__ makes a log folder under
+    ``nnUNet_results`` before we can redirect it; it is pointed at a scratch folder of the run
+    and removed."""
+    plans, cfg, dataset_json = load_plans(spec)
+    plans["continue_training"] = continue_training      # nnU-Net pops this key (KeyError if absent)
+    cls = trainer_class(spec, run_dir, on_progress)
+    scratch = Path(run_dir) / ".nnunet_results"
+    old = os.environ.get("nnUNet_results")
+    os.environ["nnUNet_results"] = str(scratch)
+    try:
+        trainer = cls(plans, cfg, int(spec["fold"]), dataset_json, device())
+    finally:
+        if old is None:
+            os.environ.pop("nnUNet_results", None)
+        else:
+            os.environ["nnUNet_results"] = old
+        shutil.rmtree(scratch, ignore_errors=True)
+    return trainer
+
+
+def load_init(trainer, spec: dict, work: Path) -> str:
+    """Initialise the network from the finished run named by ``spec["init"]``."""
+    init = spec["init"]
+    src = Path(work) / "runs" / init["run_id"] / "checkpoint_final.pth"
+    if not src.is_file():
+        raise FileNotFoundError(
+            f"{spec['model']} (fold {spec['fold']}, {spec['dataset']}) starts ({init['mode']}) from "
+            f"the finished {init['model']} run {init['run_id']}, but {src} does not exist: "
+            f"train {init['model']} on fold {spec['fold']} first")
+    state = torch.load(src, map_location="cpu", weights_only=False)["network_weights"]
+    net = unwrap(trainer.network)
+    if init["mode"] == "upkern":
+        from mednext import upkern
+        upkern(state, net)
+    elif init["mode"] == "continue":
+        net.load_state_dict(state)
+    else:
+        raise ValueError(f"init mode {init['mode']!r} is not 'upkern' or 'continue'")
+    return str(src)
+
+
+def train(spec: dict, run_dir: Path, work: Path,
+          on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Train (or finish training) one run into ``run_dir``. Returns what happened."""
+    run_dir = Path(run_dir)
+    final, latest = run_dir / "checkpoint_final.pth", run_dir / "checkpoint_latest.pth"
+    if final.is_file():
+        return {"trained": False, "resumed_from_epoch": None, "init_from": None}
+    resume = latest.is_file()
+    trainer = make_trainer(spec, run_dir, on_progress, continue_training=resume)
+    info = {"trained": True, "resumed_from_epoch": None, "init_from": None}
+    if resume:
+        trainer.load_checkpoint(str(latest))
+        info["resumed_from_epoch"] = int(trainer.current_epoch)
+    else:
+        trainer.initialize()
+        if spec["init"] is not None:
+            info["init_from"] = load_init(trainer, spec, work)
+    trainer.run_training()
+    info["epochs"] = int(trainer.current_epoch)
+    info["parameters"] = int(sum(p.numel() for p in unwrap(trainer.network).parameters()))
+    return info
