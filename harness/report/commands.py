@@ -1,0 +1,37 @@
+"""``mednext-bench report``: rebuild a study's tables, comparison and figures from stored tables."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="rebuild the reports of a study from the stored per-case tables",
+        description="Collect every declared cell of STUDY under PROFILE from WORK/runs, aggregate "
+                    "as the paper (pooled CV, per-class mean, mean over classes), add bootstrap "
+                    "intervals and paired tests, and write tables (md/csv/tex), the comparison "
+                    "with the paper and figures into OUT. Missing and failed cells are listed.")
+    p.add_argument("--study", required=True, choices=("table2", "ablations"))
+    p.add_argument("--profile", required=True, help="paper | quick | smoke")
+    p.add_argument("--work", default="work", help="work folder (default ./work)")
+    p.add_argument("--out", default=None, help="output folder (default results/<study>-<profile>)")
+    p.add_argument("--sdc", default="nsd_phys", choices=("nsd_phys", "nsd_mednext_code"),
+                   help="surface Dice convention of the SDC columns (default: header spacing, 1 mm)")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (>= 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from harness.report.build import make_report
+
+    res = make_report(args.study, args.profile, args.work, args.out, sdc=args.sdc,
+                      n_boot=args.boot, seed=args.seed, with_figures=not args.no_figures)
+    cells = res["collection"].cells
+    bad = cells[cells["state"] != "ok"]
+    print(f"report written to {res['out']} in {res['seconds']} s: {len(cells)} cells, "
+          f"{len(cells) - len(bad)} ok, {len(bad)} missing or failed")
+    for r in bad.itertuples(index=False):
+        print(f"  {r.state:10s} {r.dataset} / {r.model} / fold {r.fold} ({r.run_id}) {r.detail}")
+    return 0

@@ -1,0 +1,71 @@
+"""The paper's numbers beside ours: the transcribed tables and the cell-by-cell comparison.
+
+``results/paper/table2.csv`` and ``results/paper/table1_right.csv`` hold Table 2 and Table 1
+(right) of Roy et al. (MICCAI 2023) as printed (percent, one row per cell, with the paper's
+marks and a source column). For each of our cells the comparison gives our value, the paper's,
+the difference (ours - paper) and whether the paper's value lies inside our 95% bootstrap
+interval (the AVG column has no interval).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
+PAPER_COLUMNS = ("model", "label", "group", "dataset", "metric", "value", "mark", "source")
+
+
+def load_paper_table(stem: str, root: str | Path | None = None) -> pd.DataFrame:
+    """The transcribed table ``<root>/<stem>.csv`` (comment lines start with ``#``)."""
+    path = Path(root or PAPER_DIR) / f"{stem}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"transcribed paper table not found: {path}")
+    df = pd.read_csv(path, comment="#", dtype={"mark": str}, keep_default_na=False,
+                     na_values={"value": [""]})
+    lacking = [c for c in PAPER_COLUMNS if c not in df.columns]
+    if lacking:
+        raise ValueError(f"{path}: lacks columns {lacking}")
+    df["value"] = df["value"].astype(float)
+    return df
+
+
+def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of ``table`` (a ``tables.Table``): ours, paper, difference, inside CI.
+
+    ``ci_lo`` / ``ci_hi`` share ``table.values``' index and columns (percent; NaN where absent).
+    """
+    key = paper.set_index(["model", "group", "dataset", "metric"])
+    rows = []
+    for i, r in table.rows.iterrows():
+        for col in table.values.columns:
+            dataset, metric = col
+            ours = float(table.values.loc[i, col])
+            k = (r["model"], r["group"], dataset, metric)
+            p = float(key.loc[k, "value"]) if k in key.index else np.nan
+            mark = str(key.loc[k, "mark"]) if k in key.index else ""
+            lo, hi = float(ci_lo.loc[i, col]), float(ci_hi.loc[i, col])
+            inside = (lo <= p <= hi) if not (np.isnan(lo) or np.isnan(p)) else None
+            rows.append({"model": r["model"], "label": r["label"], "group": r["group"],
+                         "dataset": dataset, "metric": metric, "ours": ours, "ci_lo": lo,
+                         "ci_hi": hi, "paper": p, "diff": ours - p, "paper_in_ci": inside,
+                         "our_bold": bool(table.bold.loc[i, col]),
+                         "our_underline": bool(table.underline.loc[i, col]), "paper_mark": mark})
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(cmp: pd.DataFrame) -> str:
+    """A compact Markdown view: ours / paper / difference / paper inside our CI."""
+    head = "| Network | Group | Dataset | Metric | Ours [95% CI] | Paper | Ours - paper | Paper in CI |"
+    lines = [head, "|:--|:--|:--|:--|--:|--:|--:|:-:|"]
+    for r in cmp.itertuples(index=False):
+        ours = "–" if np.isnan(r.ours) else f"{r.ours:.2f}"
+        if not np.isnan(r.ci_lo):
+            ours += f" [{r.ci_lo:.2f}, {r.ci_hi:.2f}]"
+        paper = "–" if np.isnan(r.paper) else f"{r.paper:.2f}"
+        diff = "–" if np.isnan(r.diff) else f"{r.diff:+.2f}"
+        inside = {True: "yes", False: "no"}.get(r.paper_in_ci, "–")
+        lines.append(f"| {r.label} | {r.group} | {r.dataset} | {r.metric} | {ours} | {paper} | "
+                     f"{diff} | {inside} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,106 @@
+"""``make_report`` and ``mednext-bench report`` end to end on synthetic run folders."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_report_fixtures import expected_cells, per_case_table, write_run
+
+from harness.report.build import make_report
+from harness.studies import load_study
+
+
+@pytest.fixture(scope="module")
+def table2_report(tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    st = load_study("table2")
+    datasets = [f"phantom-{t}" for t in st.datasets]
+    cells = expected_cells(datasets, st.models, [0])
+    rng = np.random.default_rng(0)
+    for i, cell in enumerate(cells):
+        if cell["model"] == "unetr" and cell["dataset"] == "phantom-brats21":
+            write_run(work, cell, "failed", error="RuntimeError: CUDA out of memory")
+            continue
+        if cell["model"] == "transunet" and cell["dataset"] == "phantom-kits19":
+            continue                                          # never ran: missing
+        level = 0.7 + 0.01 * st.models.index(cell["model"])
+        cases = [f"case_{j:03d}" for j in range(8)]
+        table = per_case_table(cell["run_id"], cell["dataset"], cell["model"], 0, cases, level, rng,
+                               both_empty={("case_000", "gallbladder")},
+                               pred_empty={("case_001", "tumour")})
+        progress = pd.DataFrame({"epoch": [0, 1], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9],
+                                 "pseudo_dice": [0.2, 0.4], "lr": [1e-3, 5e-4], "epoch_seconds": [3, 3]})
+        write_run(work, cell, "done", table, progress=progress)
+    compute = {m: {"params": 1e6 * (i + 1), "gmacs": 10.0 * (i + 1)} for i, m in enumerate(st.models)}
+    out = tmp_path_factory.mktemp("results") / "table2-smoke"
+    return make_report("table2", "smoke", work, out, expected=cells, compute=compute), out
+
+
+def test_report_files_and_header(table2_report):
+    res, out = table2_report
+    for name in ("table2.md", "table2.csv", "table2.tex", "table2_vs_paper.csv", "scores.csv",
+                 "tests.csv", "ranks.csv", "per_class.csv", "cells.csv", "header.md", "report.md"):
+        assert (out / name).is_file(), name
+    for stem in ("boxplot_dsc", "heatmap_dsc", "accuracy_vs_compute", "training_curves"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    header = (out / "header.md").read_text()
+    assert "smoke" in header and "phantom" in header and "Folds: 0" in header
+    assert "nsd_phys" in header and "tolerance 1.0" in header and "surface-distance 0.1" in header
+    assert "btcv: " in header and "both empty (NaN) 1" in header
+    assert "prediction empty only 1" in header          # kits19 tumour of case_001
+
+
+def test_report_names_missing_and_failed_cells(table2_report):
+    res, out = table2_report
+    report = (out / "report.md").read_text()
+    assert "| phantom-brats21 | unetr | 0 | failed |" in report and "CUDA out of memory" in report
+    assert "| phantom-kits19 | transunet | 0 | missing |" in report
+    cells = pd.read_csv(out / "cells.csv")
+    assert len(cells) == 60 and (cells["state"] == "ok").sum() == 58
+
+
+def test_report_numbers_follow_the_tables(table2_report):
+    res, out = table2_report
+    t = pd.read_csv(out / "table2.csv")
+    nn = t[t["model"] == "nnunet"].iloc[0]
+    scores = res["scores"]
+    s = scores[(scores["model"] == "nnunet") & (scores["task"] == "btcv") & (scores["metric"] == "dsc")
+               & (scores["variant"] == "nan-excluded")].iloc[0]
+    assert nn["btcv_DSC"] == pytest.approx(100 * s["score"], abs=1e-3)
+    assert s["ci_lo"] <= s["score"] <= s["ci_hi"] and s["n_cases"] == 8
+    # UNETR lacks BraTS21 and TransUNet lacks KiTS19: their AVG is empty, not a mean over three.
+    assert np.isnan(t.loc[t["model"] == "unetr", "avg_DSC"].iloc[0])
+    assert np.isnan(t.loc[t["model"] == "transunet", "avg_SDC"].iloc[0])
+    assert set(t["sdc"]) == {"nsd_phys"}
+    cmp = pd.read_csv(out / "table2_vs_paper.csv")
+    assert len(cmp) == 15 * 10
+    r = cmp[(cmp["model"] == "nnunet") & (cmp["dataset"] == "btcv") & (cmp["metric"] == "DSC")].iloc[0]
+    assert r["paper"] == 83.56 and r["diff"] == pytest.approx(r["ours"] - 83.56)
+    tests = pd.read_csv(out / "tests.csv")
+    assert {"vs nnU-Net", "vs best baseline"} == set(tests["comparison"])
+    assert (tests["p_holm"].dropna() >= tests["p"].dropna().loc[tests["p_holm"].dropna().index]).all()
+
+
+def test_cli_report_on_the_declared_grid(tmp_path, capsys):
+    from harness.jobs.plan import expected_runs
+    from harness.report import commands
+
+    work = tmp_path / "work"
+    cells = expected_runs("ablations", "smoke", work)
+    rng = np.random.default_rng(1)
+    for cell in cells[:-1]:                                  # the last declared cell never ran
+        write_run(work, cell, "done", per_case_table(cell["run_id"], cell["dataset"], cell["model"],
+                                                     cell["fold"], ["a", "b", "c"], 0.8, rng))
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["report", "--study", "ablations", "--profile", "smoke", "--work", str(work),
+                              "--out", str(tmp_path / "out"), "--no-figures", "--sdc", "nsd_mednext_code"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(cells)} cells, {len(cells) - 1} ok, 1 missing" in printed and cells[-1]["run_id"] in printed
+    md = (tmp_path / "out" / "table1_right.md").read_text()
+    assert "SDC = nsd_mednext_code" in md and "Standard Up and Downsampling" in md
+    assert (tmp_path / "out" / "table1_right.tex").is_file()
