@@ -18,7 +18,8 @@ def _compare(a: np.ndarray, b: np.ndarray, spacing) -> None:
         np.testing.assert_allclose(fast[k], ref[k], rtol=0, atol=1e-9)
     # Surfels at (nominally) tied distances may be listed in another order: compare the total
     # surfel area at each distance, which is all that any metric reads.
-    for dk, ak in (("distances_gt_to_pred", "surfel_areas_gt"), ("distances_pred_to_gt", "surfel_areas_pred")):
+    for dk, ak in (("distances_gt_to_pred", "surfel_areas_gt"),
+                   ("distances_pred_to_gt", "surfel_areas_pred")):
         np.testing.assert_allclose(np.sort(fast[ak]), np.sort(ref[ak]), rtol=0, atol=1e-9)
         for d in (ref, fast):
             d["_levels"], inv = np.unique(np.round(d[dk], 9), return_inverse=True)
@@ -26,7 +27,8 @@ def _compare(a: np.ndarray, b: np.ndarray, spacing) -> None:
         np.testing.assert_array_equal(fast["_levels"], ref["_levels"])
         np.testing.assert_allclose(fast["_area_at"], ref["_area_at"], rtol=1e-9, atol=1e-9)
     for tol in (0.5, 1.0, 2.0):
-        assert surface.surface_dice_from(fast, tol) == pytest.approx(surface.surface_dice_from(ref, tol), abs=1e-9)
+        assert surface.surface_dice_from(fast, tol) == pytest.approx(
+            surface.surface_dice_from(ref, tol), abs=1e-9)
     for pct in (50, 95, 100):
         assert surface.robust_hausdorff_from(fast, pct) == pytest.approx(
             surface.robust_hausdorff_from(ref, pct), abs=1e-9)

@@ -135,11 +135,13 @@ def test_collector_lists_every_cell_state(tmp_path):
                                                 "swin-unetr"], [0])
     rng = np.random.default_rng(0)
     ok, failed, running, no_csv, wrong, _missing = cells
-    write_run(tmp_path, ok, "done", per_case_table(ok["run_id"], "phantom-kits19", "nnunet", 0, ["a", "b"], 0.8, rng))
+    write_run(tmp_path, ok, "done",
+              per_case_table(ok["run_id"], "phantom-kits19", "nnunet", 0, ["a", "b"], 0.8, rng))
     write_run(tmp_path, failed, "failed", error="RuntimeError: out of memory")
     write_run(tmp_path, running, "running")
     write_run(tmp_path, no_csv, "done")
-    write_run(tmp_path, wrong, "done", per_case_table("other", "phantom-kits19", "nnformer", 0, ["a"], 0.8, rng))
+    write_run(tmp_path, wrong, "done",
+              per_case_table("other", "phantom-kits19", "nnformer", 0, ["a"], 0.8, rng))
     col = collect(cells, tmp_path)
     states = col.cells.set_index("model")["state"].to_dict()
     assert states == {"nnunet": "ok", "unetr": "failed", "transbts": "running",
@@ -155,6 +157,7 @@ def test_collector_refuses_a_case_scored_in_two_folds(tmp_path):
     cells = expected_cells(["phantom-kits19"], ["nnunet"], [0, 1])
     rng = np.random.default_rng(0)
     for c in cells:
-        write_run(tmp_path, c, "done", per_case_table(c["run_id"], "phantom-kits19", "nnunet", c["fold"], ["a"], 0.8, rng))
+        write_run(tmp_path, c, "done",
+                  per_case_table(c["run_id"], "phantom-kits19", "nnunet", c["fold"], ["a"], 0.8, rng))
     with pytest.raises(ValueError, match="more than one fold"):
         collect(cells, tmp_path)

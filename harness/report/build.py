@@ -146,7 +146,8 @@ def _figures(per_case: pd.DataFrame, cells: pd.DataFrame, work: Path, fig_dir: P
     pcm = (aggregate.class_means(per_case, "dsc").assign(**by_task) if len(per_case)
            else pd.DataFrame(columns=["dataset", "model", "class", "mean"]))
     written += figures.class_heatmap(pcm, models, labels, tasks, fig_dir)
-    comp, note = _compute_figures(models, compute)
+    # Only models with an AVG score are plotted: count only those (the registry builds each).
+    comp, note = _compute_figures([m for m in models if not np.isnan(avg.get(m, np.nan))], compute)
     if note:
         notes.append(note)
     written += figures.compute_plot(avg, comp, labels, fig_dir)
@@ -272,7 +273,8 @@ def _tests_markdown(tests: pd.DataFrame, labels: Mapping[str, str]) -> str:
         against = ", ".join(f"{d}: {labels.get(a, a)}" for d, a in
                             g.drop_duplicates("dataset")[["dataset", "against"]].itertuples(index=False))
         out.append(f"**{kind}** ({against})\n")
-        out.append(_md_frame(wide.rename(index=lambda m: labels.get(m, m)).rename_axis("model").reset_index()))
+        named = wide.rename(index=lambda m: labels.get(m, m)).rename_axis("model").reset_index()
+        out.append(_md_frame(named))
     return "\n".join(out)
 
 
