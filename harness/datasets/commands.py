@@ -5,7 +5,6 @@ command functions.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

@@ -14,11 +14,8 @@ exercised on it.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-
-import SimpleITK as sitk
 
 from harness.datasets import nifti
 from harness.datasets.errors import Problem
@@ -44,9 +41,9 @@ def discover(source: Path) -> tuple[list[CaseFiles], list[str], list[Problem]]:
     return cases, skipped, []
 
 
-def to_kits_orientation(img: sitk.Image) -> sitk.Image:
+def to_kits_orientation(img):
     """Store an image the way KiTS19 does: (slices, H, W) on disk, permuted affine."""
-    return sitk.DICOMOrient(img, KITS_ORIENTATION)
+    return nifti.reorient(img, KITS_ORIENTATION)
 
 
 def phantom_source_ids(n: int) -> list[str]:

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from harness.datasets.phantom_shapes import (Grid, Wobble, blob, blob_ratio, paint, rotation, smooth_field,
                                              tube)
+from harness.datasets.spec import ABDOMEN_13, AMOS_15
 
 # name: (HU, texture amplitude, enhanced by contrast)
 TISSUES = {
@@ -65,7 +66,6 @@ SLOTS = {name: 32 + i for i, name in enumerate(
                                "tumor", "necrosis", "cyst"])}
 
 # Per task: (in-plane spacing range, slice spacing range, labelled organ -> label value).
-from harness.datasets.spec import ABDOMEN_13, AMOS_15  # noqa: E402  (kept beside the tables)
 
 ALIASES = {"postcava": "inferior_vena_cava"}
 TASKS = {
@@ -197,7 +197,7 @@ def _kits_lesions(grid, tis, placed, rng, label_of, px):
     direction[2] = abs(direction[2]) * np.sign(c[2] or 1)  # bulge laterally rather than medially
     direction /= np.linalg.norm(direction)
     surface = c + direction * r * 0.9
-    rt = r.mean() * rng.uniform(0.35, 0.9)
+    rt = r.mean() * rng.uniform(0.5, 1.0)
     tr = np.maximum(np.full(3, rt) * rng.uniform(0.8, 1.2, 3), np.array(grid.spacing) * (0.9, 1.5, 1.5))
     tw = Wobble.random(rng, 0.15)
     paint(tis, *blob(grid, surface, tr, rotation(rng.normal(0, 0.5, 3)), tw), SLOTS["tumor"])

@@ -47,7 +47,8 @@ class TaskSpec:
         modality: ``"CT"`` or ``"MRI"``.
         channels: channel names in file order (``_0000``, ``_0001``, ...).
         source_channels: the file suffixes of those channels in the public download layout.
-        labels: ``dataset.json`` labels: name -> value, or name -> list of values (regions).
+        label_pairs: ``(name, value)`` or ``(name, (values...))`` in ``dataset.json`` order; read
+            them through ``labels`` (a fresh, JSON-ready dict each time).
         regions: ordered ``(name, label tuple)`` for region tasks (BraTS21), else ``()``.
         label_values: the values a converted label file may hold (background included).
         source_label_map: value in the public download -> converted value.
@@ -66,7 +67,7 @@ class TaskSpec:
     modality: str
     channels: tuple[str, ...]
     source_channels: tuple[str, ...]
-    labels: Mapping[str, object]
+    label_pairs: tuple[tuple[str, object], ...]
     regions: tuple[tuple[str, tuple[int, ...]], ...]
     label_values: tuple[int, ...]
     source_label_map: Mapping[int, int]
@@ -77,9 +78,17 @@ class TaskSpec:
     citation: str = ""
     regions_class_order: tuple[int, ...] = field(default=())
 
+    def __hash__(self) -> int:  # the name identifies a dataset (the maps are not hashable)
+        return hash(self.name)
+
     @property
     def num_channels(self) -> int:
         return len(self.channels)
+
+    @property
+    def labels(self) -> dict:
+        """``dataset.json`` labels: name -> value, or name -> list of values (regions); a copy."""
+        return {n: (list(v) if isinstance(v, tuple) else v) for n, v in self.label_pairs}
 
     @property
     def value_names(self) -> dict[int, str]:
@@ -105,8 +114,7 @@ class TaskSpec:
             "name": self.folder.split("_", 1)[1],
             "description": self.title,
             "channel_names": {str(i): c for i, c in enumerate(self.channels)},
-            "labels": {k: (list(v) if isinstance(v, (list, tuple)) else int(v))
-                       for k, v in self.labels.items()},
+            "labels": self.labels,
             "numTraining": int(num_training),
             "file_ending": ".nii.gz",
             "licence": self.licence,
@@ -123,11 +131,11 @@ def _freeze(d: dict) -> Mapping:
 
 
 def _label_task(task, dataset_id, folder, title, names, licence, layout, citation):
-    labels = {"background": 0, **{n: i for i, n in enumerate(names, start=1)}}
+    labels = (("background", 0),) + tuple((n, i) for i, n in enumerate(names, start=1))
     values = tuple(range(len(names) + 1))
     return TaskSpec(task=task, name=task, dataset_id=dataset_id, folder=folder, title=title,
                     modality="CT", channels=(CT_CHANNEL,), source_channels=("",),
-                    labels=_freeze(labels), regions=(), label_values=values,
+                    label_pairs=labels, regions=(), label_values=values,
                     source_label_map=_freeze({v: v for v in values}), num_classes=len(values),
                     phantom=False, licence=licence, source_layout=layout, citation=citation)
 
@@ -160,8 +168,8 @@ _REAL += (TaskSpec(
     task="brats21", name="brats21", dataset_id=504, folder="Dataset504_BraTS21",
     title="BraTS 2021 adult glioma segmentation, multi-parametric MRI", modality="MRI",
     channels=("FLAIR", "T1", "T1ce", "T2"), source_channels=("flair", "t1", "t1ce", "t2"),
-    labels=_freeze({"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3],
-                    "enhancing_tumor": 3}),
+    label_pairs=(("background", 0), ("whole_tumor", (1, 2, 3)), ("tumor_core", (2, 3)),
+                 ("enhancing_tumor", 3)),
     regions=_BRATS_REGIONS, label_values=(0, 1, 2, 3),
     # public labels: 1 necrotic core (NCR), 2 oedema (ED), 4 enhancing tumour (ET)
     source_label_map=_freeze({0: 0, 2: 1, 1: 2, 4: 3}),

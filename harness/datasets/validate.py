@@ -270,7 +270,7 @@ def _spec_for_folder(name: str) -> TaskSpec:
         return task_spec(name)
     except ValueError:
         return TaskSpec(task="unknown", name=name, dataset_id=0, folder=name, title=name,
-                        modality="", channels=(), source_channels=(), labels={}, regions=(),
+                        modality="", channels=(), source_channels=(), label_pairs=(), regions=(),
                         label_values=(), source_label_map={}, num_classes=0, phantom=False,
                         licence="", source_layout="")
 
