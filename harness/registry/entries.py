@@ -1,0 +1,323 @@
+"""The model registry as data: one ``ModelEntry`` per model name, with provenance.
+
+Each entry says how to build the network (a dotted builder path + JSON-serialisable keyword
+arguments), what input it accepts, where it comes from (paper, official repository, commit,
+licence, what this project changed), how it is trained (``recipes``), how it is initialised
+(``init``: UpKern from the kernel-3 run, or a second schedule continued from it), which small
+patch the tests build it at, and its exact reference parameter count with the count's source.
+Written after timm's habit of one small entry per variant; the names are the project's fixed
+contract (``mednext-{s,b,m,l}-k{3,5}``, the three ablation variants, seven baselines).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .recipes import RECIPE_NAMES, RECIPE_SOURCES, Recipe, RecipeSet, recipes_for
+
+FAMILIES = ("mednext", "baseline")
+DIMS = ("3d", "2d")
+# Optional builder keywords a baseline builder may accept (beyond in_channels, num_classes, patch).
+BUILDER_OPTIONS = ("deep_supervision", "spacing")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a network comes from and what this project changed."""
+
+    paper: str
+    repository: str
+    commit: str
+    licence: str
+    implementation: str      # the code that builds it here
+    changes: str             # deliberate differences from the original, in one paragraph
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Input sizes a network accepts.
+
+    ``divisor``: every spatial size must be a multiple of it; ``None`` when the topology is
+    planned per patch (nnU-Net: the builder derives and checks it). ``fixed_size``: the input
+    must equal the patch the model was built for. ``note``: why.
+    """
+
+    divisor: int | None
+    fixed_size: bool
+    note: str = ""
+
+    def check(self, name: str, patch: tuple[int, ...]) -> None:
+        if self.divisor and any(n % self.divisor for n in patch):
+            needed = tuple(-(-n // self.divisor) * self.divisor for n in patch)
+            raise ValueError(f"{name}: patch {patch} must be a multiple of {self.divisor} per axis, "
+                             f"e.g. {needed}")
+
+    def to_dict(self) -> dict:
+        return {"divisor": self.divisor, "fixed_size": self.fixed_size, "note": self.note}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str                          # "mednext" | "baseline"
+    dim: str                             # "3d" | "2d"
+    builder: str                         # dotted path of the function that builds it
+    kwargs: Mapping[str, Any]            # JSON-serialisable, passed to the builder
+    constraints: Constraints
+    origin: Origin
+    recipes: Mapping[str, RecipeSet]
+    test_patch: tuple[int, ...]          # small size the registry tests build it at
+    reference_params: Mapping[str, Any]  # exact count at 1 -> 14 channels, paper patch, + source
+    init: Mapping[str, str] | None = None   # {"from": <name>, "mode": "upkern" | "continue"}
+    builder_options: tuple[str, ...] = ()   # subset of BUILDER_OPTIONS the builder accepts
+    label: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.dim not in DIMS:
+            raise ValueError(f"{self.name}: dim must be one of {DIMS}, got {self.dim!r}")
+        if len(self.test_patch) != (3 if self.dim == "3d" else 2):
+            raise ValueError(f"{self.name}: test_patch {self.test_patch} does not match dim {self.dim}")
+        if set(self.recipes) != set(RECIPE_NAMES):
+            raise ValueError(f"{self.name}: recipes must be {RECIPE_NAMES}, got {sorted(self.recipes)}")
+        bad = set(self.builder_options) - set(BUILDER_OPTIONS)
+        if bad:
+            raise ValueError(f"{self.name}: unknown builder options {sorted(bad)}")
+        if self.init is not None and self.init.get("mode") not in ("upkern", "continue"):
+            raise ValueError(f"{self.name}: init mode must be 'upkern' or 'continue', got {self.init!r}")
+        json.dumps(dict(self.kwargs))       # must be serialisable (run provenance)
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
+
+    @property
+    def supports_deep_supervision(self) -> bool:
+        return self.family == "mednext" or "deep_supervision" in self.builder_options
+
+    def recipe(self, recipe_name: str = "paper", dataset: str | None = None) -> Recipe:
+        """The recipe ``recipe_name`` for training on ``dataset`` (task or phantom name)."""
+        if recipe_name not in self.recipes:
+            raise ValueError(f"unknown recipe {recipe_name!r} for {self.name}; "
+                             f"known: {', '.join(self.recipes)}")
+        return self.recipes[recipe_name].resolve(dataset)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "label": self.label, "family": self.family, "dim": self.dim,
+            "builder": self.builder, "kwargs": dict(self.kwargs),
+            "builder_options": list(self.builder_options),
+            "constraints": self.constraints.to_dict(), "origin": self.origin.to_dict(),
+            "init": dict(self.init) if self.init else None,
+            "recipes": {k: {**v.to_dict(), "source": RECIPE_SOURCES[k]} for k, v in self.recipes.items()},
+            "test_patch": list(self.test_patch),
+            "reference_params": {k: (list(v) if isinstance(v, tuple) else v)
+                                 for k, v in self.reference_params.items()},
+            "notes": self.notes,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# MedNeXt
+MEDNEXT_ORIGIN = Origin(
+    paper="Roy et al., MedNeXt: Transformer-driven Scaling of ConvNets for Medical Image "
+          "Segmentation, MICCAI 2023 (arXiv 2303.09975)",
+    repository="https://github.com/MIC-DKFZ/MedNeXt", commit="0b78ed8", licence="Apache-2.0",
+    implementation="mednext.create_mednext (torch-only reimplementation from the spec)",
+    changes="Reimplemented, official state-dict layout kept. Activation checkpointing is "
+            "non-reentrant and switchable (official: reentrant via dummy_tensor, which is kept as a "
+            "frozen parameter); see mednext/ docstrings.",
+)
+
+# Reference counts (1 -> 14 channels, 128^3; the count does not depend on the patch) as data
+# from specs/mednext.md b.3, not read from ``mednext``: the tests compare both with the network.
+_MEDNEXT_COUNTS = {  # (size, kernel) -> (deep supervision off, on)
+    ("s", 3): (5_551_311, 5_564_807), ("s", 5): (5_980_943, 5_994_439),
+    ("b", 3): (10_526_703, 10_540_199), ("b", 5): (10_956_335, 10_969_831),
+    ("m", 3): (17_549_359, 17_562_855), ("m", 5): (18_261_231, 18_274_727),
+    ("l", 3): (61_779_663, 61_793_159), ("l", 5): (62_993_295, 63_006_791),
+}
+_MEDNEXT_REF_SOURCE = "specs/mednext.md b.3 (official code instantiated; analytic formula agrees)"
+
+# "Standard up and downsampling" (Table 1 right) has no official code or published count. Derived
+# from the B-k3 per-module breakdown (specs/mednext.md b.4): the 4 residual down blocks
+# (1,233,696) and 4 up blocks (2,259,520) are replaced by 2^3-kernel stride-2 convs C -> 2C and
+# transposed convs 2C -> C with bias (mednext.blocks.StridedConvDown / TransposedConvUp):
+# downs 16,448 + 65,664 + 262,400 + 1,049,088, ups 1,048,832 + 262,272 + 65,600 + 16,416
+# = 2,786,720 -> 10,526,703 - 3,493,216 + 2,786,720 = 9,820,207 (9,833,703 with the DS heads).
+_STD_RESAMPLING_COUNTS = (9_820_207, 9_833_703)
+
+
+def _mednext(name: str, size: str, kernel: int, *, init=None, label: str, notes: str = "",
+             counts: tuple[int, int] | None = None, source: str = _MEDNEXT_REF_SOURCE,
+             **overrides) -> ModelEntry:
+    checkpointing = size in ("m", "l")
+    no_ds, ds = counts or _MEDNEXT_COUNTS[(size, kernel)]
+    return ModelEntry(
+        name=name, family="mednext", dim="3d", builder="mednext.create_mednext",
+        kwargs={"size": size.upper(), "kernel_size": kernel, "dim": "3d", **overrides},
+        constraints=Constraints(16, False, "four 2x downsamplings (the official nnU-Net wrapper "
+                                           "declares 32, stricter than the network needs)"),
+        origin=MEDNEXT_ORIGIN,
+        recipes=recipes_for("mednext", kernel=kernel, checkpointing=checkpointing),
+        # 32x32x16: the 1/16 bottleneck keeps 2x2x1 voxels, so its per-channel norm still
+        # passes gradients (a 1- or 2-voxel map normalises to constants)
+        test_patch=(32, 32, 16),
+        reference_params={"in_channels": 1, "num_classes": 14, "patch_size": (128, 128, 128),
+                          "params": no_ds, "params_deep_supervision": ds, "source": source},
+        init=init, label=label, notes=notes,
+    )
+
+
+def _mednext_entries() -> list[ModelEntry]:
+    out = []
+    for size in "sbml":
+        out.append(_mednext(f"mednext-{size}-k3", size, 3, label=f"MedNeXt-{size.upper()} (k3)"))
+    for size in "sbml":
+        out.append(_mednext(
+            f"mednext-{size}-k5", size, 5, label=f"MedNeXt-{size.upper()} (k5)",
+            init={"from": f"mednext-{size}-k3", "mode": "upkern"},
+            notes="UpKern: initialised from the finished kernel-3 run of the same task and fold "
+                  "(kernel weights trilinearly resampled 3 -> 5), then the full schedule."))
+    out.append(_mednext(
+        "mednext-b-k3-std-resampling", "b", 3, resampling="standard",
+        label="MedNeXt-B, standard up and downsampling",
+        counts=_STD_RESAMPLING_COUNTS,
+        source="derived from specs/mednext.md b.4 (B k3 breakdown, resampling blocks replaced "
+               "by 2^3 stride-2 (transposed) convs with bias); no published count",
+        notes="Table 1 (right) ablation: residual inverted-bottleneck resampling replaced by "
+              "plain strided (transposed) convolutions; the paper does not describe these layers "
+              "further (kernel 2, stride 2 chosen here)."))
+    out.append(_mednext(
+        "mednext-b-k5-scratch", "b", 5, label="MedNeXt-B (k5) from scratch",
+        notes="Table 1 (right) ablation: kernel 5 trained from random initialisation (no UpKern)."))
+    out.append(_mednext(
+        "mednext-b-k3-2x", "b", 3, init={"from": "mednext-b-k3", "mode": "continue"},
+        label="MedNeXt-B (k3) trained 2x",
+        notes="Table 1 (right) ablation: the same network, a second full schedule (fresh "
+              "optimizer and LR schedule) started from the finished mednext-b-k3 weights."))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+def _baseline(name: str, builder: str, dim: str, divisor: int | None, fixed: bool, note: str,
+              origin: Origin, test_patch: tuple[int, ...], params: int, *, label: str,
+              builder_options: tuple[str, ...] = (), notes: str = "",
+              source: str = "specs/baselines.md 12 (official/library model instantiated)",
+              extra_ref: Mapping[str, Any] | None = None) -> ModelEntry:
+    patch = (128, 128, 128) if dim == "3d" else (512, 512)
+    return ModelEntry(
+        name=name, family="baseline", dim=dim, builder=builder, kwargs={},
+        constraints=Constraints(divisor, fixed, note), origin=origin,
+        recipes=recipes_for(name), test_patch=test_patch,
+        reference_params={"in_channels": 1, "num_classes": 14, "patch_size": patch,
+                          "params": params, "source": source, **(extra_ref or {})},
+        builder_options=builder_options, label=label, notes=notes,
+    )
+
+
+_NNUNET = Origin(
+    paper="Isensee et al., nnU-Net: a self-configuring method for deep learning-based biomedical "
+          "image segmentation, Nature Methods 18, 2021",
+    repository="https://github.com/MIC-DKFZ/nnUNet + https://github.com/MIC-DKFZ/dynamic-network-architectures",
+    commit="0e49508 (nnunetv2 2.8.1) + d35f85c (DNA 0.4.4)", licence="Apache-2.0",
+    implementation="baselines.nnunet.build (DNA PlainConvUNet, topology derived by nnU-Net's rule)",
+    changes="Topology planned for the trained patch at 1 mm (128^3: 6 stages) instead of the "
+            "MedNeXt v1 runs' dataset-planned topology; a patch the topology cannot divide is "
+            "refused (nnU-Net pads it).")
+_UNETR = Origin(
+    paper="Hatamizadeh et al., UNETR: Transformers for 3D Medical Image Segmentation, WACV 2022",
+    repository="https://github.com/Project-MONAI/MONAI", commit="monai 1.6.1 (PyPI)",
+    licence="Apache-2.0", implementation="baselines.monai_nets.build_unetr (MONAI UNETR)",
+    changes="The 12 LayerNorms MONAI 1.6.1 creates for the disabled cross-attention (never used, "
+            "no gradient; absent from the MONAI the paper used) are removed: 18,432 parameters "
+            "fewer; input-size check with a clear error.")
+_SWIN = Origin(
+    paper="Hatamizadeh et al., Swin UNETR: Swin Transformers for Semantic Segmentation of Brain "
+          "Tumors in MRI Images, BrainLes 2021 (arXiv 2201.01266)",
+    repository="https://github.com/Project-MONAI/MONAI", commit="monai 1.6.1 (PyPI)",
+    licence="Apache-2.0", implementation="baselines.monai_nets.build_swin_unetr (MONAI SwinUNETR)",
+    changes="MONAI >= 1.5 PatchMerging concatenates all 8 voxels of each 2x2x2 cell; the MedNeXt "
+            "runs' vendored copy (MONAI <= 1.4 behaviour) used 6 of them (x2=x5, x3=x6 duplicated). "
+            "Same parameters and keys, different function: a benign architectural deviation.")
+_TRANSUNET = Origin(
+    paper="Chen et al., TransUNet: Transformers Make Strong Encoders for Medical Image "
+          "Segmentation, arXiv 2102.04306 (2021)",
+    repository="https://github.com/Beckschen/TransUNet", commit="02ef001", licence="Apache-2.0",
+    implementation="baselines.transunet.build (reimplemented from the spec)",
+    changes="512^2 slices, trained from scratch (no ImageNet-21k weights, as in the MedNeXt runs); "
+            "C > 1 modalities feed the root conv directly (MedNeXt's change); see the module docstring.")
+_TRANSBTS = Origin(
+    paper="Wang et al., TransBTS: Multimodal Brain Tumor Segmentation Using Transformer, MICCAI 2021",
+    repository="https://github.com/Rubics-Xuan/TransBTS", commit="7dcfc31", licence="Apache-2.0",
+    implementation="baselines.transbts.build (reimplemented from the spec)",
+    changes="In/out channels honoured and no softmax (as MedNeXt); position embedding sized from the "
+            "patch; the unused linear projection and final LayerNorm are not created (-67,072 "
+            "parameters at 1 input channel); stem dropout follows train/eval mode; see the module docstring.")
+_NNFORMER = Origin(
+    paper="Zhou et al., nnFormer: Volumetric Medical Image Segmentation via a 3D Transformer, "
+          "arXiv 2109.03201 (2021) / IEEE TIP 2023",
+    repository="https://github.com/282857341/nnFormer", commit="d48aaeb", licence="MIT",
+    implementation="baselines.nnformer.build (reimplemented from the spec, brain-tumour configuration)",
+    changes="Tumour configuration at the trained patch for every dataset (as MedNeXt), no deep "
+            "supervision heads; see the module docstring.")
+_UXNET = Origin(
+    paper="Lee et al., 3D UX-Net: A Large Kernel Volumetric ConvNet Modernizing Hierarchical "
+          "Transformer for Medical Image Segmentation, ICLR 2023",
+    repository="https://github.com/MASILab/3DUX-Net", commit="14ea46b",
+    licence="README says MIT; no LICENSE file in the repository",
+    implementation="baselines.uxnet3d.build (encoder reimplemented, decoder from MONAI blocks)",
+    changes="Divisor 16 (what the network needs; MedNeXt's wrapper declared 32); see the module docstring.")
+
+
+def _baseline_entries() -> list[ModelEntry]:
+    return [
+        _baseline("nnunet", "baselines.nnunet.build", "3d", None, False,
+                  "topology planned per patch and spacing; the patch must be a multiple of "
+                  "2^(halvings per axis): 32 at 128^3", _NNUNET, (32, 32, 32), 31_205_254,
+                  label="nnU-Net", builder_options=("deep_supervision", "spacing"),
+                  extra_ref={"params_deep_supervision": 31_205_254}),
+        _baseline("unetr", "baselines.monai_nets.build_unetr", "3d", 16, True,
+                  "ViT on 16^3 patches with a learned position embedding per patch",
+                  _UNETR, (32, 32, 32), 93_011_374, label="UNETR",
+                  source="specs/baselines.md 12: MONAI 1.6.1 UNETR 93,029,806 minus the 18,432 "
+                         "parameters of its 12 unused cross-attention LayerNorms",
+                  extra_ref={"library_params": 93_029_806}),
+        # 64x64x32: the 768-channel bottleneck at 1/32 needs >= 4 voxels for its instance norm
+        # to train (1 voxel raises, 2 normalise to constants and pass no gradient)
+        _baseline("swin-unetr", "baselines.monai_nets.build_swin_unetr", "3d", 32, False,
+                  "patch 2 and four patch mergings (checked by MONAI in forward)",
+                  _SWIN, (64, 64, 32), 62_187_296, label="SwinUNETR"),
+        _baseline("transunet", "baselines.transunet.build", "2d", 16, True,
+                  "R50 stride 16 and a learned position embedding per token", _TRANSUNET,
+                  (32, 32), 105_913_710, label="TransUNet"),
+        _baseline("transbts", "baselines.transbts.build", "3d", 8, True,
+                  "stride-8 CNN encoder, learned position embedding per token", _TRANSBTS,
+                  (32, 32, 32), 32_722_782, label="TransBTS",
+                  source="specs/baselines.md 7, 12: official 32,789,854 minus the 67,072 "
+                         "parameters of the two unused official tensors",
+                  extra_ref={"official_params": 32_789_854}),
+        _baseline("nnformer", "baselines.nnformer.build", "3d", 32, True,
+                  "embedding patch 4 and three 2x mergings; token-grid resolutions fixed at "
+                  "construction", _NNFORMER, (32, 32, 32), 37_664_288, label="nnFormer"),
+        _baseline("3d-uxnet", "baselines.uxnet3d.build", "3d", 16, False,
+                  "stride-2 stem and three stride-2 downsamplings", _UXNET, (32, 32, 32),
+                  53_006_510, label="3D-UX-Net"),
+    ]
+
+
+def all_entries() -> dict[str, ModelEntry]:
+    """Every entry by name, MedNeXt first (paper order), then the baselines."""
+    entries = _mednext_entries() + _baseline_entries()
+    by_name = {e.name: e for e in entries}
+    if len(by_name) != len(entries):
+        raise RuntimeError("duplicate model name in the registry")
+    for e in entries:
+        if e.init is not None and e.init["from"] not in by_name:
+            raise RuntimeError(f"{e.name} initialises from unknown model {e.init['from']!r}")
+    return by_name
