@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -165,18 +166,26 @@ class Submission:
     """What :func:`submit_jobs` did. ``queued`` and ``submitted`` map job keys to SLURM ids."""
 
     cluster: str
+    dry_run: bool = False
     done: list[str] = field(default_factory=list)
     queued: dict[str, str] = field(default_factory=dict)
     submitted: dict[str, str] = field(default_factory=dict)
     groups: list[dict] = field(default_factory=list)   # kind, keys, resources, dependency, job_id
 
+    def __int__(self) -> int:
+        """The command-line exit status: 0, everything is done, queued or submitted (a failed
+        submission raises instead)."""
+        return 0
+
     def summary(self) -> str:
-        lines = [f"cluster {self.cluster}: {len(self.submitted)} submitted, "
-                 f"{len(self.queued)} already queued or running, {len(self.done)} already done"]
+        n = sum(len(g["keys"]) for g in self.groups)
+        lines = [f"cluster {self.cluster}: "
+                 + (f"dry run, {n} would be submitted" if self.dry_run else f"{n} submitted")
+                 + f", {len(self.queued)} already queued or running, {len(self.done)} already done"]
         for g in self.groups:
             what = f"array of {len(g['keys'])}" if len(g["keys"]) > 1 else g["keys"][0]
             res = g["resources"]
-            lines.append(f"  {g['job_id'] or '(dry run)':>12}  {g['kind']:<7} {what}  "
+            lines.append(f"  {g['job_id']:>8}  {g['kind']:<7} {what}  "
                          f"[{res.cpus} cpu, {res.gpus} gpu, {res.mem or 'default'} mem, "
                          f"{res.time_min} min]" + (f"  {g['dependency']}" if g["dependency"] else ""))
         return "\n".join(lines)
@@ -205,7 +214,7 @@ def _dependency(dep_ids: list[str], after_any: bool, arrays: dict[str, set[str]]
         if tasks and tasks <= rest:
             ids.append(root)
             rest -= tasks
-    ids += sorted(rest)
+    ids += sorted(rest, key=lambda i: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", i)])
     return ("afterany:" if after_any else "afterok:") + ":".join(ids) if ids else ""
 
 
@@ -220,20 +229,25 @@ def submit_jobs(jobs: list[Job], cluster: ClusterProfile | str | None = None, *,
         missing = [d for d in j.deps if d not in by_key]
         if missing:
             raise ValueError(f"job {j.key} depends on {missing}, which are not in the job list")
-    sub = Submission(cluster=cluster.name)
+    sub = Submission(cluster=cluster.name, dry_run=dry_run)
     with client_environment(cluster) as env:
         status = {j.key: job_status(j) for j in jobs}
         recorded = {}
         for j in jobs:
-            rec = read_record(j.work, j.key) if status[j.key] != "done" else None
+            rec = read_record(j.work, j.key)
             if rec and rec.get("slurm", {}).get("job_id"):
                 recorded[j.key] = rec["slurm"]["job_id"]
         states = queue_states(list(recorded.values()), env) if recorded else {}
-        todo = []
+        todo, will_run = [], set()
         for j in jobs:
-            if status[j.key] == "done":
+            # A report made before some of its cells (re)run is stale once they end: it runs
+            # again after them. Other done jobs stay done (their inputs are in their run id).
+            stale = j.after_any and any(d in will_run for d in j.deps)
+            if status[j.key] == "done" and not stale:
                 sub.done.append(j.key)
-            elif states.get(recorded.get(j.key, "")) in ACTIVE:
+                continue
+            will_run.add(j.key)
+            if states.get(recorded.get(j.key, "")) in ACTIVE:
                 sub.queued[j.key] = recorded[j.key]
             else:
                 todo.append(j)
@@ -241,7 +255,7 @@ def submit_jobs(jobs: list[Job], cluster: ClusterProfile | str | None = None, *,
         groups: dict[tuple, list[Job]] = {}
         for j in todo:
             res = job_resources(j, cluster)
-            open_deps = tuple(sorted(d for d in j.deps if status[d] != "done"))
+            open_deps = tuple(sorted(d for d in j.deps if d in will_run))
             groups.setdefault((j.kind, res.signature(), open_deps, j.after_any), []).append(j)
 
         ids = dict(sub.queued)
@@ -254,9 +268,13 @@ def submit_jobs(jobs: list[Job], cluster: ClusterProfile | str | None = None, *,
             group = {"kind": kind, "keys": [m.key for m in members], "resources": res,
                      "dependency": dep, "job_id": None}
             sub.groups.append(group)
-            if dry_run:
-                for m in members:
-                    ids[m.key] = f"<{m.key}>"
+            if dry_run:     # stand-in ids, so that the printed dependencies read as submitted
+                group["job_id"] = f"g{len(sub.groups)}"
+                fake = [group["job_id"]] if len(members) == 1 else \
+                    [f"{group['job_id']}_{i}" for i in range(len(members))]
+                ids.update({m.key: f for m, f in zip(members, fake)})
+                if len(members) > 1:
+                    arrays[group["job_id"]] = set(fake)
                 continue
             submitted = _submit_group(members, res, dep, cluster)
             for m, sj in zip(members, submitted):
@@ -299,12 +317,13 @@ def _submit_group(members: list[Job], res: Resources, dependency: str,
 
 def submit_study(study: str, profile: str, work: Path | str, data: Path | str | None = None,
                  cluster: ClusterProfile | str | None = None, *, models=None, datasets=None,
-                 folds=None, dry_run: bool = False, results: Path | None = None) -> Submission:
+                 folds=None, dry_run: bool = False, results: Path | None = None,
+                 echo: bool = True) -> Submission:
     """Plan ``study`` under ``profile`` and submit what is not done to ``cluster``.
 
     ``cluster`` is a profile name (``clusters/<name>.toml``), a path, or None for
     ``$MEDNEXT_BENCH_CLUSTER`` / ``local``. ``models``, ``datasets``, ``folds`` restrict the grid
-    (see :func:`select_jobs`).
+    (see :func:`select_jobs`). ``echo`` prints :meth:`Submission.summary`.
 
     Example::
 
@@ -312,7 +331,10 @@ def submit_study(study: str, profile: str, work: Path | str, data: Path | str | 
         print(sub.summary())
     """
     jobs = plan_study(study, profile, Path(work), Path(data) if data else None, results=results)
-    return submit_jobs(select_jobs(jobs, models, datasets, folds), cluster, dry_run=dry_run)
+    sub = submit_jobs(select_jobs(jobs, models, datasets, folds), cluster, dry_run=dry_run)
+    if echo:
+        print(sub.summary(), flush=True)
+    return sub
 
 
 def wait_for(sub: Submission, cluster: ClusterProfile | str | None = None, *,
