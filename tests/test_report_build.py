@@ -44,7 +44,8 @@ def table2_report(tmp_path_factory):
 def test_report_files_and_header(table2_report):
     res, out = table2_report
     for name in ("table2.md", "table2.csv", "table2.tex", "table2_vs_paper.csv", "scores.csv",
-                 "tests.csv", "ranks.csv", "per_class.csv", "cells.csv", "header.md", "report.md"):
+                 "tests.csv", "ranks.csv", "per_class.csv", "cells.csv", "header.md", "report.md",
+                 "metric_info.csv"):
         assert (out / name).is_file(), name
     for stem in ("boxplot_dsc", "heatmap_dsc", "accuracy_vs_compute", "training_curves"):
         for ext in ("png", "pdf"):

@@ -33,16 +33,16 @@ class MetricInfo:
     higher_is_better: bool
     best: float              # value of a perfect prediction (used by the "NaN counts as best" variant)
     one_empty: str           # "zero" or "worst"
-    scale: float             # multiply for display (fractions are shown in percent, as the paper)
+    scale: float             # display factor: fractions are shown in percent, as in the paper
     description: str
 
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
-    MetricInfo("dsc", "DSC", "%", True, 1.0, "zero", 100.0,
+    MetricInfo("dsc", "DSC", "fraction", True, 1.0, "zero", 100.0,
                "volumetric Dice 2TP/(2TP+FP+FN)"),
-    MetricInfo("nsd_phys", "SDC", "%", True, 1.0, "zero", 100.0,
+    MetricInfo("nsd_phys", "SDC", "fraction", True, 1.0, "zero", 100.0,
                "surface Dice at 1.0 mm tolerance with the header spacing (paper's definition)"),
-    MetricInfo("nsd_mednext_code", "SDC(vox)", "%", True, 1.0, "zero", 100.0,
+    MetricInfo("nsd_mednext_code", "SDC(vox)", "fraction", True, 1.0, "zero", 100.0,
                "surface Dice at tolerance 1 with spacing (1,1,1), i.e. 1 voxel "
                "(as the released MedNeXt evaluation computed it)"),
     MetricInfo("hd95", "HD95", "mm", False, 0.0, "worst", 1.0,

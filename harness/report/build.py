@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness.io import atomic_path, write_text
-from harness.metrics.definitions import AGGREGATION, DEFAULT_SDC, METRICS, SDC_CONVENTIONS, TOLERANCE_MM
+from harness.metrics.definitions import (AGGREGATION, COUNTS, DEFAULT_SDC, METRICS, SDC_CONVENTIONS,
+                                        TOLERANCE_MM)
 from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study
 
@@ -30,6 +31,18 @@ MARK_RULES = {
     "group-best": "bold = best of its comparison.",
 }
 LIBRARIES = ("surface-distance", "numpy", "scipy", "pandas", "SimpleITK", "matplotlib", "nnunetv2")
+
+
+def metric_info() -> pd.DataFrame:
+    """The metadata of every stored quantity, written beside the numbers it describes."""
+    rows = [{"metric": m.name, "label": m.label, "unit": m.unit,
+             "display_scale": m.scale, "higher_is_better": m.higher_is_better, "best": m.best,
+             "one_empty": "0" if m.one_empty == "zero" else "image diagonal (mm)",
+             "both_empty": "NaN, excluded (variant nan-as-best: best)",
+             "aggregation": AGGREGATION, "description": m.description} for m in METRICS.values()]
+    rows += [{"metric": k, "label": k, "unit": "mm^3" if k.startswith("vol") else "voxels",
+              "description": v, "aggregation": "not aggregated"} for k, v in COUNTS.items()]
+    return pd.DataFrame(rows)
 
 
 def _version(name: str) -> str:
@@ -204,7 +217,8 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         w = _wide(main, models, tasks, {"dsc": "DSC", sdc_key: "SDC"}, value)
         if value != "score":    # a mean of interval bounds is no interval: AVG gets none
             w.loc[:, [c for c in w.columns if c[0] == "avg"]] = np.nan
-        return tables.build_table(st.paper_table, st.rows, w, tasks, caption, marks)
+        return tables.build_table(st.paper_table, st.rows, w, tasks, caption, marks,
+                                  with_avg=study == "table2")
 
     table = table_of("score", sdc, f"{st.title} [ours; SDC = {sdc}; {prof.name} profile, "
                                    f"{prof.data} data]")
@@ -235,7 +249,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                           ignore_index=True) if len(per_case) else pd.DataFrame()
     written += [_csv(out / "scores.csv", scores), _csv(out / "tests.csv", tests_df),
                 _csv(out / "ranks.csv", ranks_df), _csv(out / "per_class.csv", per_class),
-                _csv(out / "cells.csv", cells)]
+                _csv(out / "cells.csv", cells), _csv(out / "metric_info.csv", metric_info())]
 
     notes: list[str] = []
     if with_figures:

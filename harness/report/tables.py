@@ -64,13 +64,15 @@ def group_best_marks(rows: pd.DataFrame, values: pd.DataFrame) -> tuple[pd.DataF
 
 
 def build_table(name: str, study_rows, wide: pd.DataFrame, datasets, caption: str,
-                marks: str, metrics=("DSC", "SDC")) -> Table:
+                marks: str, metrics=("DSC", "SDC"), with_avg: bool = True) -> Table:
     """``wide``: model x (dataset, metric label) in fractions (0..1) incl. ("avg", ...).
 
-    Columns come out in the paper's order: each dataset, then AVG; ``metrics`` within each.
+    Columns come out in the paper's order: each dataset, then AVG (Table 2 has one, Table 1
+    right has none: ``with_avg``); ``metrics`` within each.
     """
     rows = pd.DataFrame([{"model": r.model, "label": r.label, "group": r.group} for r in study_rows])
-    cols = [(d, m) for d in list(datasets) + ["avg"] for m in metrics if (d, m) in wide.columns]
+    cols = [(d, m) for d in list(datasets) + (["avg"] if with_avg else []) for m in metrics
+            if (d, m) in wide.columns]
     values = pd.DataFrame([wide.loc[m, cols].to_numpy(dtype=float) * 100.0
                            if m in wide.index else np.full(len(cols), np.nan)
                            for m in rows["model"]], index=rows.index,
