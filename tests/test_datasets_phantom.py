@@ -104,7 +104,8 @@ def test_make_phantom_is_a_noop_when_complete_and_rebuilds_on_new_parameters(tmp
     assert label.stat().st_mtime_ns == stamp
     make_phantom("kits19", tmp_path, cases=3, size=24, seed=1)
     assert json.loads((out / "dataset.json").read_text())["phantom"]["seed"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]   # no temporary left behind
+    left = sorted(p.name for p in tmp_path.iterdir())                   # no temporary left behind
+    assert left == [f".{out.name}.lock", out.name]
 
 
 def test_phantoms_are_written_in_the_public_layouts(tmp_path):
@@ -141,3 +142,10 @@ def test_bad_phantom_arguments_are_named(tmp_path, kwargs, match):
         make_phantom("btcv", tmp_path, **kwargs)
     with pytest.raises(ValueError, match="unknown dataset"):
         make_phantom("lits", tmp_path)
+
+
+def test_concurrent_requests_for_one_phantom_build_it_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: make_phantom("btcv", tmp_path, cases=2, size=20), range(2)))
+    assert outs[0] == outs[1] and validate_raw(outs[0])["cases"] == 2

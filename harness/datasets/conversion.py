@@ -128,7 +128,8 @@ def convert(task: str, source_dir: str | os.PathLike, raw_root: str | os.PathLik
         if problems:
             raise DatasetError(str(source), problems, "nothing was written")
         info = summary.to_dict()
-        info["source"] = str(source)
+        info["source"] = ("phantom generator (harness.datasets.phantom), via the public layout"
+                          if "phantom" in extra else str(source))
         info["skipped"] = skipped
         dj = spec.dataset_json(len(cases), **extra, conversion=info)
         write_json(tmp / "dataset.json", dj)

@@ -16,6 +16,7 @@ the most, BraTS21 1 mm isotropic like the real release).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -135,11 +136,29 @@ def make_phantom(task: str, raw_root: str | os.PathLike, cases: int | None = Non
     if is_complete(out, spec, match={"phantom": params}):
         return out
     raw_root.mkdir(parents=True, exist_ok=True)
-    if source_dir is not None:
-        write_phantom_source(spec.task, source_dir, cases, size, seed, progress)
-        return convert(spec.name, source_dir, raw_root, progress=progress, quiet=quiet,
-                       dataset_json_extra={"phantom": params})
-    with tempfile.TemporaryDirectory(prefix=f".{spec.folder}.source.", dir=raw_root) as src:
-        write_phantom_source(spec.task, src, cases, size, seed, progress)
-        return convert(spec.name, src, raw_root, progress=progress, quiet=quiet,
-                       dataset_json_extra={"phantom": params})
+    # Jobs started together (one per model) may all ask for the same phantom: one builds it, the
+    # others wait on the lock and then find it complete.
+    with _lock(raw_root / f".{spec.folder}.lock"):
+        if is_complete(out, spec, match={"phantom": params}):
+            return out
+        extra = {"phantom": params}
+        if source_dir is not None:
+            write_phantom_source(spec.task, source_dir, cases, size, seed, progress)
+            return convert(spec.name, source_dir, raw_root, progress=progress, quiet=quiet,
+                           dataset_json_extra=extra)
+        with tempfile.TemporaryDirectory(prefix=f".{spec.folder}.source.", dir=raw_root) as src:
+            write_phantom_source(spec.task, src, cases, size, seed, progress)
+            return convert(spec.name, src, raw_root, progress=progress, quiet=quiet,
+                           dataset_json_extra=extra)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock (``fcntl.flock``) held for the duration of the block."""
+    import fcntl
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
