@@ -23,8 +23,9 @@ and the report's accuracy-vs-compute figure all come from here):
   ``tracemalloc`` does not see torch's allocator, so the process's peak resident set size is used:
   Linux lets a process reset its own high-water mark (``/proc/self/clear_refs`` <- "5"), and the
   step's peak is ``VmHWM`` after the step minus ``VmRSS`` before it (model and input already
-  resident). Memory freed earlier and kept by the C allocator can be reused unseen, hence a fresh
-  process per measurement. Where ``clear_refs`` is unavailable the figure falls back to
+  resident). Memory freed earlier and kept by the C allocator could be reused unseen, so glibc's
+  ``malloc_trim(0)`` returns it to the system first; the bench still uses a fresh process per
+  measurement. Where ``clear_refs`` is unavailable the figure falls back to
   ``resource.getrusage`` ``ru_maxrss`` (whole-process peak) and ``memory_method`` says so.
 """
 from __future__ import annotations
@@ -144,7 +145,17 @@ def _proc_status_kib(field: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _release_free_memory() -> None:
+    """Give memory that the C allocator keeps after ``free`` back to the system (glibc only)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak_rss() -> bool:
+    _release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
