@@ -184,6 +184,19 @@ def test_build_model_validates_its_arguments(name):
         registry.build_model(name, 1, 1, patch)
 
 
+@pytest.mark.parametrize("name,patch,needed", [
+    ("swin-unetr", (32, 32, 32), (64, 32, 32)),        # 1/32: 1 voxel
+    ("mednext-s-k3", (16, 16, 16), (32, 16, 16)),      # 1/16: 1 voxel
+    ("3d-uxnet", (16, 16, 16), (32, 16, 16)),
+])
+def test_patch_leaving_a_one_voxel_bottleneck_is_refused(name, patch, needed):
+    """Per-sample norms cannot train on one voxel (torch raises deep inside forward)."""
+    with pytest.raises(ValueError, match=r"single voxel.*\(" + ", ".join(map(str, needed)) + r"\)"):
+        registry.build_model(name, 1, 2, patch)
+    with empty_init():
+        registry.build_model(name, 1, 2, needed)
+
+
 def test_deep_supervision_and_checkpointing_requests_are_checked():
     with pytest.raises(ValueError, match="deep-supervision"):
         registry.build_model("unetr", 1, 2, (32, 32, 32), deep_supervision=True)

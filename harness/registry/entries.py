@@ -11,6 +11,7 @@ contract (``mednext-{s,b,m,l}-k{3,5}``, the three ablation variants, seven basel
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -44,21 +45,31 @@ class Constraints:
 
     ``divisor``: every spatial size must be a multiple of it; ``None`` when the topology is
     planned per patch (nnU-Net: the builder derives and checks it). ``fixed_size``: the input
-    must equal the patch the model was built for. ``note``: why.
+    must equal the patch the model was built for. ``bottleneck_stride``: the deepest feature map
+    is the patch / this stride and is normalised per sample (GroupNorm / InstanceNorm), which
+    cannot train on a single voxel, so the patch must leave it at least 2 voxels. ``note``: why.
     """
 
     divisor: int | None
     fixed_size: bool
     note: str = ""
+    bottleneck_stride: int | None = None
 
     def check(self, name: str, patch: tuple[int, ...]) -> None:
         if self.divisor and any(n % self.divisor for n in patch):
             needed = tuple(-(-n // self.divisor) * self.divisor for n in patch)
             raise ValueError(f"{name}: patch {patch} must be a multiple of {self.divisor} per axis, "
                              f"e.g. {needed}")
+        stride = self.bottleneck_stride
+        if stride and math.prod(n // stride for n in patch) < 2:
+            needed = (max(patch[0], 2 * stride),) + tuple(max(n, stride) for n in patch[1:])
+            raise ValueError(f"{name}: patch {patch} leaves a single voxel at the 1/{stride} "
+                             f"bottleneck, whose per-sample normalisation cannot train; use at "
+                             f"least 2 voxels there, e.g. {needed}")
 
     def to_dict(self) -> dict:
-        return {"divisor": self.divisor, "fixed_size": self.fixed_size, "note": self.note}
+        return {"divisor": self.divisor, "fixed_size": self.fixed_size,
+                "bottleneck_stride": self.bottleneck_stride, "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,8 @@ def _mednext(name: str, size: str, kernel: int, *, init=None, label: str, notes:
         name=name, family="mednext", dim="3d", builder="mednext.create_mednext",
         kwargs={"size": size.upper(), "kernel_size": kernel, "dim": "3d", **overrides},
         constraints=Constraints(16, False, "four 2x downsamplings (the official nnU-Net wrapper "
-                                           "declares 32, stricter than the network needs)"),
+                                           "declares 32, stricter than the network needs)",
+                                bottleneck_stride=16),
         origin=MEDNEXT_ORIGIN,
         recipes=recipes_for("mednext", kernel=kernel, checkpointing=checkpointing),
         # 32x32x16: the 1/16 bottleneck keeps 2x2x1 voxels, so its per-channel norm still
@@ -208,12 +220,13 @@ def _mednext_entries() -> list[ModelEntry]:
 def _baseline(name: str, builder: str, dim: str, divisor: int | None, fixed: bool, note: str,
               origin: Origin, test_patch: tuple[int, ...], params: int, *, label: str,
               builder_options: tuple[str, ...] = (), notes: str = "",
+              bottleneck_stride: int | None = None,
               source: str = "specs/baselines.md 12 (official/library model instantiated)",
               extra_ref: Mapping[str, Any] | None = None) -> ModelEntry:
     patch = (128, 128, 128) if dim == "3d" else (512, 512)
     return ModelEntry(
         name=name, family="baseline", dim=dim, builder=builder, kwargs={},
-        constraints=Constraints(divisor, fixed, note), origin=origin,
+        constraints=Constraints(divisor, fixed, note, bottleneck_stride), origin=origin,
         recipes=recipes_for(name), test_patch=test_patch,
         reference_params={"in_channels": 1, "num_classes": 14, "patch_size": patch,
                           "params": params, "source": source, **(extra_ref or {})},
@@ -292,7 +305,7 @@ def _baseline_entries() -> list[ModelEntry]:
         # to train (1 voxel raises, 2 normalise to constants and pass no gradient)
         _baseline("swin-unetr", "baselines.monai_nets.build_swin_unetr", "3d", 32, False,
                   "patch 2 and four patch mergings (checked by MONAI in forward)",
-                  _SWIN, (64, 64, 32), 62_187_296, label="SwinUNETR"),
+                  _SWIN, (64, 64, 32), 62_187_296, label="SwinUNETR", bottleneck_stride=32),
         _baseline("transunet", "baselines.transunet.build", "2d", 16, True,
                   "R50 stride 16 and a learned position embedding per token", _TRANSUNET,
                   (32, 32), 105_913_710, label="TransUNet"),
@@ -307,7 +320,7 @@ def _baseline_entries() -> list[ModelEntry]:
                   "construction", _NNFORMER, (32, 32, 32), 37_664_288, label="nnFormer"),
         _baseline("3d-uxnet", "baselines.uxnet3d.build", "3d", 16, False,
                   "stride-2 stem and three stride-2 downsamplings", _UXNET, (32, 32, 32),
-                  53_006_510, label="3D-UX-Net"),
+                  53_006_510, label="3D-UX-Net", bottleneck_stride=16),
     ]
 
 
