@@ -1,0 +1,167 @@
+"""End to end on the KiTS19 phantom with the smoke profile: plan, train, predict, score.
+
+Each run goes through the local backend, one process per job, exactly as ``mednext-bench run``
+does: one MedNeXt, one 3D baseline (nnU-Net) and the 2D TransUNet. Then: running the finished grid
+again trains nothing; a run killed with SIGKILL in the middle of an epoch resumes from its last
+checkpoint and ends with the right number of epochs; a 5-fold-style ensemble predicts a folder;
+and (slow) the UpKern chain k3 -> k5.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.io import write_text
+from harness.jobs.local import run_jobs
+from harness.jobs.plan import Job, job_status, plan_cell
+from harness.provenance import run_id
+
+MODELS = ("nnunet", "mednext-s-k3", "transunet")
+
+
+def cell_jobs(work, models, fold=0):
+    jobs, seen = [], set()
+    for model in models:
+        for job in plan_cell("kits19", model, fold, "smoke", work):
+            if job.key not in seen:
+                seen.add(job.key)
+                jobs.append(job)
+    return jobs
+
+
+def run_dir(job):
+    return Path(job.payload["work"]) / "runs" / job.payload["run_id"]
+
+
+@pytest.fixture(scope="module")
+def grid(smoke_work):
+    jobs = cell_jobs(smoke_work, MODELS)
+    out = run_jobs(jobs, progress=False)
+    assert out.ok, out.failed
+    return jobs
+
+
+def _geometry(path):
+    import SimpleITK as sitk
+    img = sitk.ReadImage(str(path))
+    return img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, model):
+    job = next(j for j in grid if j.kind == "train" and j.payload["spec"]["model"] == model)
+    d = run_dir(job)
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["status"] == "done" and rec["error"] is None and rec["run_id"] == d.name
+    assert rec["spec"] == job.payload["spec"] and run_id(rec["spec"]) == d.name
+    assert rec["wall_seconds"] > 0 and rec["peak_rss_mib"] > 0 and rec["versions"]["nnunetv2"]
+    progress = pd.read_csv(d / "progress.csv")
+    assert list(progress["epoch"]) == list(range(job.payload["spec"]["profile"]["epochs"]))
+    assert set(progress.columns) == {"epoch", "train_loss", "val_loss", "pseudo_dice", "lr",
+                                     "epoch_seconds"}
+    assert (d / "checkpoint_final.pth").is_file() and not (d / "checkpoint_latest.pth").exists()
+    cases = rec["validation_cases"]
+    splits = json.loads((smoke_work / "nnUNet_preprocessed" / "Dataset903_PhantomKiTS19"
+                         / "splits_final.json").read_text())
+    assert cases == splits[0]["val"]
+    raw = smoke_work / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
+    for case in cases:       # original geometry, not the 1 mm grid
+        assert _geometry(d / "predictions" / f"{case}.nii.gz") == _geometry(raw / "labelsTr" / f"{case}.nii.gz")
+    m = pd.read_csv(d / "metrics.csv")
+    from harness.metrics.regions import regions_for
+    assert set(m["case"]) == set(cases)
+    assert set(m["class"]) == {r.name for r in regions_for("phantom-kits19")}
+    assert {"dsc", "nsd_phys", "hd95"} <= set(m["metric"])
+    assert (m["run_id"] == d.name).all() and (m["model"] == model).all()
+    dsc = m[m["metric"] == "dsc"]["value"]
+    assert dsc.between(0, 1).all()
+
+
+def test_a_finished_grid_trains_nothing(grid):
+    stamps = {j.key: (run_dir(j) / "checkpoint_final.pth").stat().st_mtime_ns
+              for j in grid if j.kind == "train"}
+    out = run_jobs(grid, progress=False)
+    assert out.ran == [] and len(out.already_done) == len(grid) and out.ok
+    assert stamps == {j.key: (run_dir(j) / "checkpoint_final.pth").stat().st_mtime_ns
+                      for j in grid if j.kind == "train"}
+
+
+def test_ensemble_prediction_of_a_folder(grid, smoke_work, tmp_path):
+    from harness.jobs.predict import ensemble_runs, predict_folder
+
+    raw = smoke_work / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for case in ("case_000", "case_001"):
+        src = next((raw / "imagesTr").glob(f"{case}*_0000.nii.gz"), None) or \
+            sorted((raw / "imagesTr").glob("*_0000.nii.gz"))[int(case[-1])]
+        (inp / src.name).symlink_to(src)
+    written = predict_folder("nnunet", "phantom-kits19", inp, tmp_path / "out", "smoke",
+                             smoke_work, progress=False)
+    assert len(written) == 2
+    for p in written:
+        img = raw / "imagesTr" / (p.name[: -len(".nii.gz")] + "_0000.nii.gz")
+        assert _geometry(p)[:2] == _geometry(img)[:2]
+    with pytest.raises(FileNotFoundError, match=r"fold\(s\) \[1\] are not trained"):
+        ensemble_runs("nnunet", "phantom-kits19", "smoke", smoke_work, folds=[0, 1])
+
+
+def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp_path):
+    base = plan_cell("kits19", "nnunet", 1, "smoke", smoke_work)[-1]
+    spec = json.loads(json.dumps(base.payload["spec"]))
+    spec["profile"].update(epochs=3, iterations_per_epoch=4)
+    rid = run_id(spec)
+    job = Job(f"train:{rid}", "train", {**base.payload, "spec": spec, "run_id": rid},
+              base.deps, base.label)
+    job_file = tmp_path / "job.json"
+    write_text(job_file, job.to_json())
+    d = run_dir(job)
+    cmd = [sys.executable, "-m", "harness.jobs.worker", str(job_file)]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            p = json.loads((d / "progress.json").read_text())
+        except (OSError, ValueError):
+            p = {}
+        # past the first iteration of epoch 1: epoch 0 is checkpointed, epoch 1 is half done
+        if p.get("phase") == "train" and 5 <= p.get("done", 0) <= 7:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert job_status(job) == "pending"          # killed, not failed: it will resume
+    assert len(pd.read_csv(d / "progress.csv")) == 1
+    assert not (d / "checkpoint_final.pth").exists()
+
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert job_status(job) == "done"
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["training"]["resumed_from_epoch"] == 1 and len(rec["attempts"]) == 2
+    assert list(pd.read_csv(d / "progress.csv")["epoch"]) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_upkern_chain_k3_to_k5(grid, smoke_work):
+    import torch
+
+    jobs = cell_jobs(smoke_work, ["mednext-s-k5"])
+    k3, k5 = [j for j in jobs if j.kind == "train"]
+    assert job_status(k3) == "done"          # trained by the grid: only k5 runs now
+    out = run_jobs(jobs, progress=False)
+    assert out.ok and out.ran == [k5.key]
+    rec = json.loads((run_dir(k5) / "run.json").read_text())
+    assert rec["training"]["init_from"] == str(run_dir(k3) / "checkpoint_final.pth")
+    w = torch.load(run_dir(k5) / "checkpoint_final.pth", map_location="cpu",
+                   weights_only=False)["network_weights"]
+    assert w["enc_block_0.0.conv1.weight"].shape[-3:] == (5, 5, 5)

@@ -1,0 +1,92 @@
+"""The local backend's scheduling (harness.jobs.local), with stand-in processes.
+
+The jobs are real plan jobs; what each job's process does is replaced by a tiny Python process
+that exits with a chosen code, and the work folder's status by a dictionary, so that skipping,
+failure handling and the report's "after any" rule are checked in a second.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import harness.jobs.local as local
+from harness.jobs.plan import plan_study
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    return plan_study("ablations", "smoke", tmp_path / "work")
+
+
+def fake_backend(monkeypatch, jobs, done=(), fail=()):
+    """Jobs in ``done`` are already done; jobs in ``fail`` exit 1; others succeed."""
+    status = {j.key: ("done" if j.key in done else "pending") for j in jobs}
+    launched = []
+
+    def launch(job, env):
+        launched.append(job.key)
+        rc = 1 if job.key in fail else 0
+        if rc == 0:
+            status[job.key] = "done"
+        proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rc})"])
+        log = local._log_path(job)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("job FAILED: RuntimeError: stand-in failure\n" if rc else "done\n")
+        return proc, open(log, "a")
+
+    monkeypatch.setattr(local, "_launch", launch)
+    monkeypatch.setattr(local, "job_status", lambda job: status[job.key])
+    return launched
+
+
+def test_runs_everything_in_order(monkeypatch, jobs):
+    launched = fake_backend(monkeypatch, jobs)
+    out = local.run_jobs(jobs, parallel=2, progress=False, poll=0.01)
+    assert out.ok and sorted(out.ran) == sorted(j.key for j in jobs)
+    position = {k: i for i, k in enumerate(launched)}
+    for job in jobs:
+        assert all(position[d] < position[job.key] for d in job.deps)
+
+
+def test_done_jobs_are_skipped(monkeypatch, jobs):
+    launched = fake_backend(monkeypatch, jobs, done={j.key for j in jobs})
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    assert launched == [] and out.ok and len(out.already_done) == len(jobs)
+
+
+def test_a_failure_skips_its_dependents_but_not_the_rest_nor_the_report(monkeypatch, jobs, capsys):
+    k3 = next(j for j in jobs if j.kind == "train" and j.payload["spec"]["model"] == "mednext-b-k3")
+    launched = fake_backend(monkeypatch, jobs, fail={k3.key})
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    dependents = {j.key for j in jobs if k3.key in j.deps and j.kind == "train"}
+    assert len(dependents) == 2                      # the UpKern k5 and the 2x-schedule run
+    assert set(out.failed) == {k3.key} and "stand-in failure" in out.failed[k3.key]
+    assert set(out.skipped) == dependents
+    assert all(k3.key in why for why in out.skipped.values())
+    report = jobs[-1]
+    assert report.key in launched and report.key in out.ran
+    others = {j.key for j in jobs} - dependents - {k3.key}
+    assert others <= set(out.ran)
+    text = local.summarize(out, jobs)
+    assert "1 failed" in text and "2 skipped" in text and k3.label in text
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_failed_prepare_skips_the_datasets_runs(monkeypatch, jobs):
+    prep = jobs[0]
+    fake_backend(monkeypatch, jobs, fail={prep.key})
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    ds = prep.payload["dataset"]
+    skipped_ds = {j.payload["spec"]["dataset"] for j in jobs if j.key in out.skipped}
+    assert skipped_ds == {ds}
+    assert any(j.payload.get("spec", {}).get("dataset") != ds for j in jobs
+               if j.key in out.ran and j.kind == "train")
+
+
+def test_bad_arguments(jobs):
+    with pytest.raises(ValueError, match="parallel"):
+        local.run_jobs(jobs, parallel=0)
+    with pytest.raises(ValueError, match="not in the plan"):
+        local.run_jobs(jobs[1:], progress=False)

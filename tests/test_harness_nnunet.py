@@ -1,0 +1,137 @@
+"""The nnU-Net seam (harness.nnunet): protocol plans, the trainer's loss and optimiser wiring,
+the non-finite-loss stop, and the clear error of a missing UpKern source."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from harness.jobs.plan import plan_cell
+from harness.nnunet.plans import PLANS_NAME, bench_plans, plain_unet_architecture, training_plans
+from harness.provenance import run_id
+
+
+def test_plain_unet_topology_follows_nnunet_planner():
+    a = plain_unet_architecture("3d", (128, 128, 128))["arch_kwargs"]
+    assert a["n_stages"] == 6 and a["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    assert a["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 5
+    s = plain_unet_architecture("3d", (32, 32, 32))["arch_kwargs"]
+    assert s["n_stages"] == 4 and s["strides"][-1] == [2, 2, 2]
+    t = plain_unet_architecture("2d", (512, 512))["arch_kwargs"]
+    assert t["n_stages"] == 8 and t["features_per_stage"][-1] == 512
+    assert t["conv_op"].endswith("Conv2d")
+    with pytest.raises(ValueError, match="not divisible"):
+        plain_unet_architecture("3d", (36, 36, 36))
+    with pytest.raises(ValueError, match="axes"):
+        plain_unet_architecture("2d", (32, 32, 32))
+
+
+def test_bench_plans_impose_one_mm_and_one_configuration():
+    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "spacing": [2.5, 0.8, 0.8],
+           "patch_size": [80, 160, 160], "batch_size": 2, "next_stage": "3d_cascade_fullres"}
+    plans = {"dataset_name": "Dataset903_PhantomKiTS19", "plans_name": "nnUNetPlans",
+             "configurations": {"2d": {}, "3d_fullres": cfg, "3d_lowres": {}}}
+    out = bench_plans(plans)
+    assert out["plans_name"] == PLANS_NAME and list(out["configurations"]) == ["3d_1mm"]
+    c = out["configurations"]["3d_1mm"]
+    assert c["spacing"] == [1.0, 1.0, 1.0] and "next_stage" not in c
+    assert plans["configurations"]["3d_fullres"]["spacing"] == [2.5, 0.8, 0.8]   # not mutated
+    with pytest.raises(ValueError, match="3d_fullres"):
+        bench_plans({"dataset_name": "D", "configurations": {"2d": {}}})
+
+
+def test_training_plans_share_the_preprocessed_data(smoke_work):
+    from harness.nnunet.env import configure
+    configure(smoke_work)
+    p3, c3 = training_plans("Dataset903_PhantomKiTS19", "3d", (32, 32, 32), 2, "nnunet")
+    p2, c2 = training_plans("Dataset903_PhantomKiTS19", "2d", (32, 32), 4, "transunet")
+    a, b = p3["configurations"][c3], p2["configurations"][c2]
+    assert a["data_identifier"] == b["data_identifier"] and a["spacing"] == b["spacing"] == [1.0] * 3
+    assert (a["patch_size"], a["batch_size"], b["patch_size"], b["batch_size"]) == ([32] * 3, 2, [32] * 2, 4)
+    assert b["batch_dice"] is True
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        training_plans("Dataset901_PhantomBTCV", "3d", (32, 32, 32), 2, "nnunet")
+
+
+def test_checked_deep_supervision_refuses_a_length_mismatch():
+    from harness.nnunet.trainer import CheckedDeepSupervision
+
+    loss = CheckedDeepSupervision(lambda a, b: (a - b).abs().mean(), (0.6, 0.4))
+    x = [torch.ones(1), torch.ones(1)]
+    assert float(loss(x, [torch.zeros(1), torch.zeros(1)])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="deep supervision mismatch"):
+        loss(x + [torch.ones(1)], x + [torch.ones(1)])
+
+
+def _spec(smoke_work, model, **profile):
+    job = plan_cell("kits19", model, 0, "smoke", smoke_work)[-1]
+    spec = json.loads(json.dumps(job.payload["spec"]))
+    spec["profile"].update(profile)
+    return spec
+
+
+@pytest.mark.parametrize("model, n_out, zero_last", [("mednext-s-k3", 5, False), ("nnunet", 3, True)])
+def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last):
+    from harness.nnunet.env import configure
+    from harness.nnunet.training import make_trainer
+
+    configure(smoke_work)
+    spec = _spec(smoke_work, model)
+    tr = make_trainer(spec, tmp_path / "run")
+    tr.initialize()
+    assert tr.num_epochs == 1 and tr.num_iterations_per_epoch == 2 and tr.enable_deep_supervision
+    recipe = spec["recipe"]
+    opt = tr.optimizer
+    assert type(opt).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[recipe["optimizer"]]
+    assert opt.param_groups[0]["lr"] == pytest.approx(recipe["lr"])
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(recipe["weight_decay"])
+    w = tr.loss.weight_factors
+    assert len(w) == n_out == len(tr._get_deep_supervision_scales())
+    assert math.isclose(sum(w), 1.0) and (w[-1] == 0) == zero_last
+    out = tr.network(torch.zeros(1, 1, 32, 32, 32))
+    assert isinstance(out, (list, tuple)) and len(out) == n_out
+    assert not (tmp_path / "run" / ".nnunet_results").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, tmp_path):
+    from harness.nnunet.env import configure
+    from harness.nnunet.trainer import NonFiniteLossError
+    from harness.nnunet.training import make_trainer
+
+    configure(smoke_work)
+    spec = _spec(smoke_work, "nnunet", epochs=3, iterations_per_epoch=1)
+    run_dir = tmp_path / "run"
+    tr = make_trainer(spec, run_dir)
+    tr.initialize()
+    real_loss, calls = tr.loss, {"n": 0}
+
+    def poisoned(output, target):
+        calls["n"] += 1
+        value = real_loss(output, target)
+        return value * float("nan") if calls["n"] >= 3 else value   # train, val, then NaN
+
+    tr.loss = poisoned
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        tr.run_training()
+    ckpt = torch.load(run_dir / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["network_weights"].values()
+               if v.dtype.is_floating_point)
+    assert not (run_dir / "checkpoint_final.pth").exists()
+    assert (run_dir / "progress.csv").read_text().count("\n") == 2      # header + epoch 0
+
+
+def test_upkern_without_its_source_is_a_clear_error(smoke_work, tmp_path):
+    from harness.nnunet.env import configure
+    from harness.nnunet.training import load_init, make_trainer
+
+    configure(smoke_work)
+    spec = _spec(smoke_work, "mednext-s-k5")
+    assert spec["init"]["mode"] == "upkern" and spec["init"]["model"] == "mednext-s-k3"
+    tr = make_trainer(spec, tmp_path / "run")
+    tr.initialize()
+    with pytest.raises(FileNotFoundError, match=r"mednext-s-k3.*train mednext-s-k3 on fold 0 first"):
+        load_init(tr, spec, tmp_path / "elsewhere")
+    assert run_id(spec).startswith("mednext-s-k5.phantom-kits19.f0.")
