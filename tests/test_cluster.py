@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,10 +273,52 @@ def test_jobtask_checkpoint_resubmits_itself_and_notes_the_requeue(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "progress.csv").write_text("epoch,train_loss\n0,1.0\n1,0.9\n")
     task = JobTask(job.to_dict())
-    delayed = pickle.loads(pickle.dumps(task.checkpoint()))
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        delayed = pickle.loads(pickle.dumps(task.checkpoint()))
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN   # one checkpoint per attempt
+    finally:
+        signal.signal(signal.SIGUSR2, before)
     assert isinstance(delayed.function, JobTask)
     assert delayed.function.job == job.to_dict() and delayed.function.attempt == 2
     rec = json.loads((tmp_path / "jobs" / f"{job.key.replace(':', '_')}.json").read_text())
     assert rec["slurm"]["requeues"][0]["epochs_done"] == 2
     with pytest.raises(ValueError):
         JobTask({"key": "train:x", "kind": "train", "payload": {"work": "relative"}})
+
+
+def test_jobtask_runs_the_job_in_a_worker_and_raises_on_failure(tmp_path, monkeypatch, capfd):
+    """A train payload whose run id is not its spec's hash: the worker fails at once."""
+    from harness.jobs.plan import plan_study
+    from harness.jobs.tracking import last_error_line
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    train = select_jobs(plan_study("table2", "smoke", tmp_path), models=["nnunet"],
+                        datasets=["btcv"])[1]
+    broken = Job(key="train:broken.x.f0.0", kind="train", deps=train.deps, label="broken",
+                 payload={**train.payload, "run_id": "broken.x.f0.0"})
+    with pytest.raises(RuntimeError, match="worker exit status 1"):
+        JobTask(broken.to_dict())()
+    assert Job.from_json((tmp_path / "jobs" / "slurm" / "77" / "job.json").read_text()) == broken
+    err = capfd.readouterr().err
+    (tmp_path / "err.log").write_text(err + "\nTraceback (most recent call last):\nRuntimeError: x\n")
+    assert last_error_line(tmp_path / "err.log").startswith(
+        "job train:broken.x.f0.0 FAILED: ValueError: job payload: run_id 'broken.x.f0.0'")
+
+
+def test_stop_child_works_from_a_handler_that_interrupted_wait():
+    """The checkpoint signal arrives while the task waits for its worker (``Popen.wait`` holds a
+    lock): stopping the worker from the handler must not wait on that lock (it hung before)."""
+    code = """
+import signal, subprocess, sys, time
+from harness.jobs import slurm
+slurm._CHILD = subprocess.Popen(["sleep", "60"])
+signal.signal(signal.SIGALRM, lambda *_: slurm._stop_child(grace_s=5))
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+t0 = time.monotonic()
+slurm._CHILD.wait()
+print("stopped after", round(time.monotonic() - t0, 1))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("stopped after"), out.stderr

@@ -11,11 +11,11 @@ or already queued, and submits the rest with the resources of a cluster profile
   kernel-5 run after the kernel-3 run of its dataset and fold) with ``afterok``, the report after
   every training with ``afterany`` (it reports failed cells instead of never running);
   ``--kill-on-invalid-dep`` so that the dependants of a failed job leave the queue;
-- each job runs :func:`harness.jobs.plan.execute` in the submitit process (:class:`JobTask`). On
-  SIGUSR2 (sent ``signal_delay_s`` before the time limit, or on preemption) submitit calls
-  :meth:`JobTask.checkpoint`, which hands back the same task, and requeues the job; the new run
-  resumes training from ``checkpoint_latest.pth``, written every epoch, so at most the epoch in
-  flight is lost;
+- each SLURM job runs its job with ``python -m harness.jobs.worker`` under a submitit process
+  (:class:`JobTask`). On SIGUSR2 (sent ``signal_delay_s`` before the time limit, or on
+  preemption) submitit calls :meth:`JobTask.checkpoint`, which stops the worker and hands back
+  the same task, and requeues the job; the new run resumes training from
+  ``checkpoint_latest.pth``, written every epoch, so at most the epoch in flight is lost;
 - every submission is recorded in ``work/jobs/<key>.json`` (:mod:`harness.jobs.tracking`), which
   makes a second ``submit`` skip what is done, pending or running.
 
@@ -27,7 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +38,25 @@ from pathlib import Path
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from harness.cluster import ClusterProfile, Resources, load_cluster
-from harness.io import write_json
-from harness.jobs.plan import Job, execute, job_status, plan_study
+from harness.io import write_json, write_text
+from harness.jobs.plan import Job, job_status, plan_study
 from harness.jobs.tracking import ACTIVE, queue_states, read_record, record_path, write_record
 
 
 class JobTask(Checkpointable):
-    """What runs inside a SLURM job: one :class:`Job`, in this process, resumable.
+    """What runs inside a SLURM job: one :class:`Job`, resumable after a requeue.
+
+    The job itself runs in a child process, ``python -m harness.jobs.worker JOB_FILE``: submitit
+    installs Python signal handlers (SIGTERM ignored, SIGUSR2 = checkpoint and requeue) that
+    processes *forked* from the job would inherit, and a forked pool worker that ignores the
+    SIGTERM of ``Pool.terminate()`` hangs its parent for ever (nnU-Net forks such pools). The
+    child ignores SIGUSR2, so only this process answers it: :meth:`checkpoint` stops the child
+    (training state is on disk, ``checkpoint_latest.pth`` every epoch) and hands back the task.
 
     Example::
 
         task = JobTask(job.to_dict())
-        task()                 # execute(job); raises unless the job ends done
+        task()                 # runs the job; raises unless it ends done
     """
 
     def __init__(self, job: dict, attempt: int = 1):
@@ -54,21 +64,31 @@ class JobTask(Checkpointable):
         self.job, self.attempt = job, attempt
 
     def __call__(self) -> str:
+        global _CHILD
         job = Job.from_dict(self.job)
-        _set_threads()
+        job_file = _job_file(job)
+        env = dict(os.environ)
+        # One torch thread per CPU SLURM gave the job (not the whole node); the worker applies it.
+        env.setdefault("MEDNEXT_BENCH_THREADS", os.environ.get("SLURM_CPUS_PER_TASK")
+                       or str(os.cpu_count() or 1))
         print(f"job {job.key} ({job.label}) attempt {self.attempt} on {socket.gethostname()}, "
               f"SLURM job {os.environ.get('SLURM_JOB_ID', '-')}", flush=True)
-        execute(job)
+        _CHILD = subprocess.Popen([sys.executable, "-m", "harness.jobs.worker", str(job_file)],
+                                  env=env, stdin=subprocess.DEVNULL, preexec_fn=_ignore_usr2)
+        rc = _CHILD.wait()
+        _CHILD = None
         status = job_status(job)
-        if status != "done":
-            raise RuntimeError(f"job {job.key} returned but its status is {status!r}, not done")
-        print(f"job {job.key} done", flush=True)
+        if rc != 0 or status != "done":
+            raise RuntimeError(f"job {job.key} failed: worker exit status {rc}, job status "
+                               f"{status!r} (the worker's traceback is above)")
         return job.key
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
-        """Called by submitit on USR2: the same task again. Training state is on disk already
-        (``checkpoint_latest.pth`` every epoch), so nothing else needs saving here."""
+        """Called by submitit on SIGUSR2: stop the job, hand back the same task for the requeue."""
+        # One checkpoint per attempt, even if the signal comes again while this one runs.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         job = Job.from_dict(self.job)
+        _stop_child()
         epochs = _epochs_done(job)
         print(f"job {job.key} signalled during attempt {self.attempt}"
               + (f" after {epochs} finished epochs" if epochs is not None else "")
@@ -77,13 +97,43 @@ class JobTask(Checkpointable):
         return DelayedSubmission(JobTask(self.job, self.attempt + 1), *args, **kwargs)
 
 
-def _set_threads() -> None:
-    """One torch thread per CPU SLURM gave the job (torch would otherwise use the whole node)."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    threads = os.environ.setdefault("MEDNEXT_BENCH_THREADS", cpus or str(os.cpu_count() or 1))
-    os.environ.setdefault("nnUNet_def_n_proc", threads)
-    import torch
-    torch.set_num_threads(max(1, int(threads)))
+_CHILD: subprocess.Popen | None = None     # the running worker of this SLURM job, if any
+
+
+def _ignore_usr2() -> None:
+    # In the child, before exec: SIG_IGN survives exec, so the worker (and what it starts) lets
+    # the submitit process alone handle the checkpoint-and-requeue signal.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _stop_child(grace_s: float = 60.0) -> None:
+    """SIGTERM the worker and reap it, SIGKILL after ``grace_s``.
+
+    Runs inside a signal handler that may have interrupted ``Popen.wait()``, which holds the
+    Popen's wait lock: so ``os.waitpid`` here, never ``Popen.wait``/``poll``.
+    """
+    child = _CHILD
+    if child is None or child.returncode is not None:
+        return
+    try:
+        os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while os.waitpid(child.pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(child.pid, signal.SIGKILL)
+                os.waitpid(child.pid, 0)
+                break
+            time.sleep(0.2)
+    except (ProcessLookupError, ChildProcessError):
+        pass                                  # already gone (and reaped)
+
+
+def _job_file(job: Job) -> Path:
+    """The job as a worker file beside this SLURM job's logs (one per SLURM job id)."""
+    jid = os.environ.get("SLURM_ARRAY_JOB_ID")
+    jid = f"{jid}_{os.environ['SLURM_ARRAY_TASK_ID']}" if jid else os.environ.get("SLURM_JOB_ID")
+    folder = job.work / "jobs" / "slurm" / (jid or f"pid{os.getpid()}")
+    return write_text(folder / "job.json", job.to_json())
 
 
 def _epochs_done(job: Job) -> int | None:

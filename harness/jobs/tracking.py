@@ -29,6 +29,7 @@ ACTIVE_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT"}
 ACTIVE = ACTIVE_PENDING | ACTIVE_RUNNING
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
          "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
+_VERDICT = re.compile(r"^job \S+ FAILED: ")    # what harness.jobs.worker prints last on failure
 _ERROR = re.compile(r"(Error|Exception|FAILED|error:|Traceback|Killed|CANCELLED|DUE TO TIME LIMIT)")
 
 
@@ -110,7 +111,8 @@ def queue_states(job_ids: list[str], env: dict | None = None) -> dict[str, str]:
 
 
 def last_error_line(*paths: Path | str | None) -> str:
-    """The last line that looks like an error in the first of ``paths`` that has one."""
+    """The worker's own verdict (``job <key> FAILED: ...``), else the last line that looks like
+    an error, in the first of ``paths`` that has one."""
     for path in paths:
         if not path:
             continue
@@ -119,6 +121,9 @@ def last_error_line(*paths: Path | str | None) -> str:
                      if ln.strip()]
         except OSError:
             continue
+        verdicts = [ln for ln in lines if _VERDICT.match(ln)]
+        if verdicts:
+            return verdicts[-1][:300]
         for line in reversed(lines):
             if _ERROR.search(line):
                 return line[:300]
