@@ -18,7 +18,8 @@ import pytest
 
 from harness.cluster import Resources, expand_vars, load_cluster, parse_profile
 from harness.jobs.plan import Job
-from harness.jobs.slurm import JobTask, _dependency, select_jobs, submit_jobs
+from harness.jobs.slurm import _dependency, select_jobs, submit_jobs
+from harness.jobs.slurm_task import JobTask
 from harness.jobs.tracking import cell_statuses, format_statuses, queue_states, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,7 +313,7 @@ def test_stop_child_works_from_a_handler_that_interrupted_wait():
     lock): stopping the worker from the handler must not wait on that lock (it hung before)."""
     code = """
 import signal, subprocess, sys, time
-from harness.jobs import slurm
+from harness.jobs import slurm_task as slurm
 slurm._CHILD = subprocess.Popen(["sleep", "60"])
 signal.signal(signal.SIGALRM, lambda *_: slurm._stop_child(grace_s=5))
 signal.setitimer(signal.ITIMER_REAL, 0.3)
