@@ -323,3 +323,20 @@ print("stopped after", round(time.monotonic() - t0, 1))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("stopped after"), out.stderr
+
+
+def test_status_of_the_local_backend_needs_no_slurm(tmp_path, monkeypatch):
+    """Without SLURM records the run folders decide; the log is the local backend's."""
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))      # no squeue/sacct reachable
+    jobs = [_train(tmp_path, m, "btcv") for m in ("nnunet", "unetr", "swin-unetr")]
+    for job, status in zip(jobs[:2], ("done", "failed")):
+        run_dir = tmp_path / "runs" / job.payload["run_id"]
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps(
+            {"status": status, "error": "RuntimeError: loss is NaN\n" if status == "failed" else None}))
+    log = tmp_path / "logs" / f"{jobs[1].key.replace(':', '_')}.log"
+    log.parent.mkdir()
+    log.write_text("job started\n")
+    rows = cell_statuses(jobs)
+    assert [(r["status"], r["job_id"]) for r in rows] == [("done", ""), ("failed", ""), ("pending", "")]
+    assert rows[1]["error"] == "RuntimeError: loss is NaN" and rows[1]["log"] == str(log)

@@ -59,8 +59,15 @@ class JobTask(Checkpointable):
               f"SLURM job {os.environ.get('SLURM_JOB_ID', '-')}", flush=True)
         _CHILD = subprocess.Popen([sys.executable, "-m", "harness.jobs.worker", str(job_file)],
                                   env=env, stdin=subprocess.DEVNULL, preexec_fn=_ignore_usr2)
-        rc = _CHILD.wait()
-        _CHILD = None
+        try:
+            rc = _CHILD.wait()
+        except BaseException:
+            # submitit gave up on a requeue (too many timeouts) or the job is going down:
+            # the worker must not outlive this process.
+            _stop_child(grace_s=30)
+            raise
+        finally:
+            _CHILD = None
         status = job_status(job)
         if rc != 0 or status != "done":
             raise RuntimeError(f"job {job.key} failed: worker exit status {rc}, job status "
