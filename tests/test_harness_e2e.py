@@ -94,6 +94,14 @@ def test_a_finished_grid_trains_nothing(grid):
                       for j in grid if j.kind == "train"}
 
 
+def test_train_command_on_a_finished_cell_does_nothing(grid, smoke_work):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "train", "--dataset", "phantom-kits19",
+                           "--model", "nnunet", "--fold", "0", "--profile", "smoke",
+                           "--work", str(smoke_work)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "0 ran, 2 already done, 0 failed" in proc.stdout
+
+
 def test_ensemble_prediction_of_a_folder(grid, smoke_work, tmp_path):
     from harness.jobs.predict import ensemble_runs, predict_folder
 
@@ -165,3 +173,31 @@ def test_upkern_chain_k3_to_k5(grid, smoke_work):
     w = torch.load(run_dir(k5) / "checkpoint_final.pth", map_location="cpu",
                    weights_only=False)["network_weights"]
     assert w["enc_block_0.0.conv1.weight"].shape[-3:] == (5, 5, 5)
+
+
+@pytest.mark.slow
+def test_real_data_is_linked_validated_and_planned(tmp_path):
+    """The real-data path of ``prepare``, fed with a phantom stored under the real folder name."""
+    import shutil
+
+    from harness.datasets import make_phantom
+    from harness.jobs.plan import execute, plan_study
+
+    data = tmp_path / "raw"
+    made = make_phantom("kits19", tmp_path / "phantoms", cases=5, size=32, seed=1)
+    shutil.copytree(made, data / "Dataset503_KiTS19")
+    work = tmp_path / "work"
+    prepare = next(j for j in plan_study("table2", "paper", work, data)
+                   if j.key == "prepare:kits19")
+    execute(prepare)
+    assert job_status(prepare) == "done"
+    raw = work / "nnUNet_raw" / "Dataset503_KiTS19"
+    assert raw.is_symlink() and raw.resolve() == (data / "Dataset503_KiTS19").resolve()
+    pre = work / "nnUNet_preprocessed" / "Dataset503_KiTS19"
+    plans = json.loads((pre / "nnUNetPlans_bench.json").read_text())
+    assert plans["configurations"]["3d_1mm"]["spacing"] == [1.0, 1.0, 1.0]
+    assert len(json.loads((pre / "splits_final.json").read_text())) == 5
+    bad = next(j for j in plan_study("table2", "paper", work, tmp_path / "nowhere")
+               if j.key == "prepare:btcv")
+    with pytest.raises(FileNotFoundError, match="Dataset501_BTCV"):
+        execute(bad)

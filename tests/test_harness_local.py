@@ -90,3 +90,15 @@ def test_bad_arguments(jobs):
         local.run_jobs(jobs, parallel=0)
     with pytest.raises(ValueError, match="not in the plan"):
         local.run_jobs(jobs[1:], progress=False)
+
+
+def test_progress_bars_over_the_grid_and_each_run(monkeypatch, jobs, capsys):
+    train = next(j for j in jobs if j.kind == "train")
+    progress = local.Path(train.payload["work"]) / "runs" / train.payload["run_id"] / "progress.json"
+    progress.parent.mkdir(parents=True)
+    progress.write_text('{"phase": "train", "done": 3, "total": 8, "time": 0}')
+    fake_backend(monkeypatch, jobs)
+    out = local.run_jobs(jobs, progress=True, poll=0.01)
+    assert out.ok
+    err = capsys.readouterr().err
+    assert "grid" in err and f"{len(jobs)}/{len(jobs)}" in err

@@ -72,7 +72,8 @@ def _spec(smoke_work, model, **profile):
     return spec
 
 
-@pytest.mark.parametrize("model, n_out, zero_last", [("mednext-s-k3", 5, False), ("nnunet", 3, True)])
+# smoke patch (32, 64, 64): MedNeXt has 5 outputs, nnU-Net plans 5 stages -> 4 outputs
+@pytest.mark.parametrize("model, n_out, zero_last", [("mednext-s-k3", 5, False), ("nnunet", 4, True)])
 def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last):
     from harness.nnunet.env import configure
     from harness.nnunet.training import make_trainer
@@ -81,7 +82,10 @@ def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last)
     spec = _spec(smoke_work, model)
     tr = make_trainer(spec, tmp_path / "run")
     tr.initialize()
-    assert tr.num_epochs == 1 and tr.num_iterations_per_epoch == 2 and tr.enable_deep_supervision
+    prof = spec["profile"]
+    assert (tr.num_epochs, tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch) == \
+        (prof["epochs"], prof["iterations_per_epoch"], prof["val_iterations_per_epoch"])
+    assert tr.enable_deep_supervision
     recipe = spec["recipe"]
     opt = tr.optimizer
     assert type(opt).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[recipe["optimizer"]]
@@ -90,7 +94,7 @@ def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last)
     w = tr.loss.weight_factors
     assert len(w) == n_out == len(tr._get_deep_supervision_scales())
     assert math.isclose(sum(w), 1.0) and (w[-1] == 0) == zero_last
-    out = tr.network(torch.zeros(1, 1, 32, 32, 32))
+    out = tr.network(torch.zeros(1, 1, *prof["patch"]))
     assert isinstance(out, (list, tuple)) and len(out) == n_out
     assert not (tmp_path / "run" / ".nnunet_results").exists()
 

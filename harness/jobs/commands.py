@@ -69,7 +69,8 @@ def cmd_run(args) -> int:
 
     if args.backend == "slurm":
         from harness.jobs.slurm import submit_study
-        return int(submit_study(args.study, args.profile, args.work, args.data, args.cluster) or 0)
+        return int(submit_study(args.study, args.profile, args.work, args.data, args.cluster,
+                                results=args.results))
     jobs = plan_study(args.study, args.profile, args.work, args.data, results=args.results)
     parallel = args.jobs or default_parallel(load_profile(args.profile))
     print(f"{args.study} / {args.profile}: {len(jobs)} jobs, {parallel} at a time, "

@@ -12,7 +12,8 @@ Differences from nnU-Net's trainer, and why:
   parameters; the class is instantiated directly (no lookup by name, which imports timm).
 - Deep-supervision scales come from ``registry.deep_supervision_scales`` and the loss checks on
   every call that outputs, targets and weights have the same length (nnU-Net's wrapper zips
-  them silently, so a mismatch would train on a truncated set).
+  them silently, so a mismatch would train on a truncated set). Weights are nnU-Net v2's
+  (1/2^i, lowest resolution 0) except for MedNeXt, whose trainer weights all five outputs.
 - A checkpoint every epoch, written atomically; no ``checkpoint_best.pth`` (nothing reads it);
   ``progress.csv`` each epoch; a non-finite loss stops the run before the optimizer step, so the
   last checkpoint stays good.
@@ -196,7 +197,9 @@ class BenchTrainer(nnUNetTrainer):
                                                log.get_value("dice_per_class_or_region", step=-1)])
         self._best_ema = max(self._best_ema or -math.inf, log.get_value("ema_fg_dice", step=-1))
         # nnU-Net's checkpoint stores current_epoch + 1: a resumed run starts at the next epoch.
-        self.save_checkpoint(str(Path(self.output_folder) / "checkpoint_latest.pth"))
+        # The last epoch is saved as checkpoint_final.pth right after, by on_train_end.
+        if self.current_epoch < self.num_epochs - 1:
+            self.save_checkpoint(str(Path(self.output_folder) / "checkpoint_latest.pth"))
         self.current_epoch += 1
         self.write_progress()
 
