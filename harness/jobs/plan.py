@@ -120,10 +120,10 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
     data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
     results_dir = (Path(results).resolve() if results else default_results_root()) / f"{study}-{profile}"
 
-    jobs = [_prepare_job(task, prof, work, data_abs) for task in st.datasets]
+    jobs = [make_prepare_job(task, prof, work, data_abs) for task in st.datasets]
     train_keys: list[str] = []
     for run in run_plan(st, prof):       # sources of UpKern/continue come before their users
-        jobs.append(_train_job(run, prof, work))
+        jobs.append(make_train_job(run, prof, work))
         train_keys.append(jobs[-1].key)
     jobs.append(Job(
         key=f"report:{study}-{profile}", kind="report",
@@ -143,11 +143,12 @@ def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
     if prof.data == "real" and data is None:
         raise ValueError(f"profile {profile!r} trains on real data: pass --data DIR")
     data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
-    return [_prepare_job(task, prof, work, data_abs)] + \
-        [_train_job(run, prof, work) for run in run_chain(task, model, fold, prof)]
+    return [make_prepare_job(task, prof, work, data_abs)] + \
+        [make_train_job(run, prof, work) for run in run_chain(task, model, fold, prof)]
 
 
-def _prepare_job(task: str, prof, work: Path, data_abs: str | None) -> Job:
+def make_prepare_job(task: str, prof, work: Path, data_abs: str | None) -> Job:
+    """The ``prepare`` job of ``task``'s dataset under the profile ``prof`` (a ``Profile``)."""
     dataset = prof.dataset_name(task)
     return Job(key=f"prepare:{dataset}", kind="prepare",
                payload={"work": str(work), "data": data_abs, "dataset": dataset, "task": task,
@@ -155,7 +156,8 @@ def _prepare_job(task: str, prof, work: Path, data_abs: str | None) -> Job:
                deps=(), label=f"{dataset} / prepare")
 
 
-def _train_job(run: dict, prof, work: Path) -> Job:
+def make_train_job(run: dict, prof, work: Path) -> Job:
+    """The ``train`` job of one run (a dict of ``runs.run_plan`` / ``runs.run_chain``)."""
     deps = [f"prepare:{run['dataset']}"]
     if run["spec"]["init"] is not None:
         deps.append(f"train:{run['spec']['init']['run_id']}")
