@@ -46,3 +46,14 @@ def smoke_work(tmp_path_factory):
     execute(prepare)
     assert job_status(prepare) == "done"
     return work
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of tiny-tensor tests: they gain nothing from more,
+    and on a 2-core machine more threads only contend (the previous setting is restored)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

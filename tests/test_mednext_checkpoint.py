@@ -13,14 +13,7 @@ import mednext
 from mednext import create_mednext, load_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny tensors gain nothing from more, and the test machine's
-    cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = {"block_counts": [1, 2, 1, 1, 1, 1, 1, 2, 1]}

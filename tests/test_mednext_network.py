@@ -11,14 +11,7 @@ import mednext
 from mednext import MedNeXt, create_mednext
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny tensors gain nothing from more, and the test machine's
-    cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZES = ["S", "B", "M", "L"]

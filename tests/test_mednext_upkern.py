@@ -11,14 +11,7 @@ import mednext
 from mednext import create_mednext, upkern
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny tensors gain nothing from more, and the test machine's
-    cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # 3 -> 5 taps, align_corners=False: [w0, .6 w0 + .4 w1, w1, .4 w1 + .6 w2, w2]
