@@ -68,6 +68,10 @@ def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, model):
     assert set(progress.columns) == {"epoch", "train_loss", "val_loss", "pseudo_dice", "lr",
                                      "epoch_seconds"}
     assert (d / "checkpoint_final.pth").is_file() and not (d / "checkpoint_latest.pth").exists()
+    import torch
+    final = torch.load(d / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["optimizer_state"] is None and final["network_weights"]
+    assert final["current_epoch"] == job.payload["spec"]["profile"]["epochs"]
     cases = rec["validation_cases"]
     splits = json.loads((smoke_work / "nnUNet_preprocessed" / "Dataset903_PhantomKiTS19"
                          / "splits_final.json").read_text())
@@ -125,7 +129,7 @@ def test_ensemble_prediction_of_a_folder(grid, smoke_work, tmp_path):
 def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp_path):
     base = plan_cell("kits19", "nnunet", 1, "smoke", smoke_work)[-1]
     spec = json.loads(json.dumps(base.payload["spec"]))
-    spec["profile"].update(epochs=3, iterations_per_epoch=4)
+    spec["profile"].update(epochs=2, iterations_per_epoch=4)
     rid = run_id(spec)
     job = Job(f"train:{rid}", "train", {**base.payload, "spec": spec, "run_id": rid},
               base.deps, base.label)
@@ -142,7 +146,7 @@ def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp
         except (OSError, ValueError):
             p = {}
         # past the first iteration of epoch 1: epoch 0 is checkpointed, epoch 1 is half done
-        if p.get("phase") == "train" and 5 <= p.get("done", 0) <= 7:
+        if p.get("phase") == "train" and 5 <= p.get("done", 0) <= 7:   # of 8
             break
         time.sleep(0.05)
     assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
@@ -156,7 +160,7 @@ def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp
     assert job_status(job) == "done"
     rec = json.loads((d / "run.json").read_text())
     assert rec["training"]["resumed_from_epoch"] == 1 and len(rec["attempts"]) == 2
-    assert list(pd.read_csv(d / "progress.csv")["epoch"]) == [0, 1, 2]
+    assert list(pd.read_csv(d / "progress.csv")["epoch"]) == [0, 1]
 
 
 @pytest.mark.slow

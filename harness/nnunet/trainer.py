@@ -14,7 +14,8 @@ Differences from nnU-Net's trainer, and why:
   every call that outputs, targets and weights have the same length (nnU-Net's wrapper zips
   them silently, so a mismatch would train on a truncated set). Weights are nnU-Net v2's
   (1/2^i, lowest resolution 0) except for MedNeXt, whose trainer weights all five outputs.
-- A checkpoint every epoch, written atomically; no ``checkpoint_best.pth`` (nothing reads it);
+- A checkpoint every epoch, written atomically; no ``checkpoint_best.pth`` (nothing reads it),
+  no optimizer state in ``checkpoint_final.pth`` (nothing resumes from it);
   ``progress.csv`` each epoch; a non-finite loss stops the run before the optimizer step, so the
   last checkpoint stays good.
 - Gradient clipping uses the recipe's norm (nnU-Net hard-codes 12).
@@ -204,10 +205,27 @@ class BenchTrainer(nnUNetTrainer):
         self.write_progress()
 
     def save_checkpoint(self, filename: str) -> None:
-        if Path(filename).name == "checkpoint_best.pth":
+        """nnU-Net's checkpoint, written atomically. ``checkpoint_final.pth`` carries no optimizer
+        state: nothing resumes from it (UpKern and "continue" runs take the weights and start a
+        fresh optimizer, inference reads the weights), and AdamW's state doubles the file."""
+        name = Path(filename).name
+        if name == "checkpoint_best.pth":
             return
+        final = name == "checkpoint_final.pth"
+        checkpoint = {
+            "network_weights": unwrap(self.network).state_dict(),
+            "optimizer_state": None if final else self.optimizer.state_dict(),
+            "grad_scaler_state": (self.grad_scaler.state_dict()
+                                  if self.grad_scaler is not None and not final else None),
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
         with atomic_path(filename) as tmp:
-            super().save_checkpoint(str(tmp))
+            torch.save(checkpoint, tmp)
 
     def on_train_end(self):
         super().on_train_end()
