@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.io import write_text
-from harness.jobs.plan import Job, job_status
+from harness.jobs.plan import Job, index_jobs, job_status
 
 TERMINAL = ("done", "ok", "failed", "skipped")
 
@@ -118,13 +118,7 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, progress: bool | None = None
     """Run ``jobs`` (topological order) locally; see the module docstring."""
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel!r}")
-    by_key = {j.key: j for j in jobs}
-    if len(by_key) != len(jobs):
-        raise ValueError("job keys are not unique")
-    for j in jobs:
-        missing = [d for d in j.deps if d not in by_key]
-        if missing:
-            raise ValueError(f"job {j.key} depends on {missing}, which are not in the plan")
+    by_key = index_jobs(jobs)
     out = Outcome()
     state: dict[str, str] = {}
     for j in jobs:

@@ -102,6 +102,18 @@ def default_results_root() -> Path:
     return Path(os.environ.get("MEDNEXT_BENCH_RESULTS", "results")).resolve()
 
 
+def index_jobs(jobs: list[Job]) -> dict[str, Job]:
+    """Jobs by key, checking that keys are unique and every dependency is in the plan."""
+    by_key = {j.key: j for j in jobs}
+    if len(by_key) != len(jobs):
+        raise ValueError("job keys are not unique")
+    for j in jobs:
+        missing = [d for d in j.deps if d not in by_key]
+        if missing:
+            raise ValueError(f"job {j.key} depends on {missing}, which are not in the plan")
+    return by_key
+
+
 def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *,
                results: Path | None = None) -> list[Job]:
     """The jobs of ``study`` under ``profile``, in topological order (deps always come first).

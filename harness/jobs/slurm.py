@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.cluster import ClusterProfile, Resources, load_cluster
-from harness.jobs.plan import Job, job_status, plan_study
+from harness.jobs.plan import Job, index_jobs, job_status, plan_study
 from harness.jobs.slurm_task import JobTask
 from harness.jobs.tracking import ACTIVE, queue_states, read_record, write_record
 
@@ -153,13 +153,7 @@ def submit_jobs(jobs: list[Job], cluster: ClusterProfile | str | None = None, *,
                 dry_run: bool = False) -> Submission:
     """Submit every job that is neither done nor queued/running; see the module docstring."""
     cluster = load_cluster(cluster)
-    by_key = {j.key: j for j in jobs}
-    if len(by_key) != len(jobs):
-        raise ValueError("job keys are not unique")
-    for j in jobs:
-        missing = [d for d in j.deps if d not in by_key]
-        if missing:
-            raise ValueError(f"job {j.key} depends on {missing}, which are not in the job list")
+    index_jobs(jobs)  # unique keys, closed dependencies
     sub = Submission(cluster=cluster.name, dry_run=dry_run)
     with client_environment(cluster) as env:
         status = {j.key: job_status(j) for j in jobs}
