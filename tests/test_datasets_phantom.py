@@ -63,6 +63,20 @@ def test_ct_phantoms_are_in_hounsfield_units_and_need_context(phantoms):
         assert abs(mean[6] - mean[1]) < 40                      # liver and spleen too
 
 
+def test_the_spine_is_bone_around_a_canal_with_discs_not_a_bright_cylinder():
+    # After CT clipping, bone and enhanced kidney share the top of the intensity range: the spine
+    # must be told apart by its shape (canal, discs), as in real CT.
+    (img,), lab, spacing = render_case("kits19", 0, 64, seed=2)
+    bone = img > 300
+    assert not (bone & (lab > 0)).any()
+    with_canal = sum(bool((ndimage.binary_fill_holes(bone[z]) & (img[z] < 60)).any())
+                     for z in range(img.shape[0]) if bone[z].any())
+    # a thin arch in thick, noisy slices, and discs forming the canal's front wall in theirs
+    assert with_canal >= 0.3 * sum(bool(bone[z].any()) for z in range(img.shape[0]))
+    profile = [int(bone[z].sum()) for z in range(img.shape[0]) if bone[z].any()]
+    assert min(profile) < 0.9 * max(profile)                # discs interrupt the vertebral bodies
+
+
 def test_kits_tumour_touches_a_kidney_and_brats_regions_are_nested(phantoms):
     for case in json.loads((phantoms["kits19"] / "dataset.json").read_text())["conversion"]["case_ids"]:
         _, lab, _ = arrays(phantoms["kits19"], case)

@@ -30,7 +30,7 @@ from harness.datasets.spec import PAPER_TASKS, TaskSpec, task_spec
 DEFAULT_CASES = 12
 DEFAULT_SIZE = 64
 MIN_SIZE, MAX_SIZE = 16, 128
-GENERATOR_VERSION = 3  # bump when the rendering changes, so that stale phantoms are rebuilt
+GENERATOR_VERSION = 4  # bump when the rendering changes, so that stale phantoms are rebuilt
 _TASK_STREAM = {t: i for i, t in enumerate(PAPER_TASKS)}
 
 

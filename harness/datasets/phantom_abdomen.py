@@ -1,7 +1,8 @@
 """Synthetic abdominal CT cases (BTCV-, AMOS22- and KiTS19-shaped), in Hounsfield-like units.
 
-A body (fat, muscle wall, visceral fat), spine, paraspinal and psoas muscles and bowel loops with
-gas are unlabelled context; the organs of the task are perturbed ellipsoids and tubes placed in
+A body (fat, muscle wall, visceral fat), spine (vertebral bodies and discs, the posterior arch
+around the spinal canal), paraspinal and psoas muscles and bowel loops with gas are unlabelled
+context; the organs of the task are perturbed ellipsoids and tubes placed in
 a plausible layout (LPS: the patient's right is -x, posterior +y, superior +z) with per-case
 jitter of position, size, orientation and shape. Several organs share intensity ranges (liver /
 spleen / muscle; both kidneys; aorta / IVC / portal vein; pancreas / adrenals / duodenum / bowel),
@@ -33,6 +34,7 @@ TISSUES = {
     "portal": (165, 6, True), "pancreas": (45, 10, False), "adrenal": (35, 5, False),
     "duodenum": (35, 12, False), "bladder": (8, 3, False), "prostate": (42, 6, False),
     "tumor": (85, 22, False), "necrosis": (25, 10, False), "cyst": (10, 3, False),
+    "disc": (90, 8, False), "csf": (15, 4, False),
 }
 TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
 
@@ -131,7 +133,7 @@ def render(task: str, rng: np.random.Generator, size: int, index: int):
               T["muscle"])
         pts = [mm((0.12 * side, 0.55, 0.1)), mm((0.28 * side, 0.42, -1.1))]
         paint(tis, *tube(grid, pts, [max(0.06 * body[2], 1.2 * px), max(0.10 * body[2], 1.2 * px)]), T["muscle"])
-    paint(tis, *tube(grid, [mm((0, 0.64, 1.2)), mm((0, 0.62, -1.2))], max(0.14 * body[2], 1.5 * px)), T["bone"])
+    _spine(grid, tis, mm, max(0.14 * body[2], 1.5 * px), px, rng)
     for _ in range(int(rng.integers(10, 16))):  # bowel loops fill the free space
         c = mm((rng.uniform(-0.6, 0.6), rng.uniform(-0.7, 0.2), rng.uniform(-1.0, 0.4)))
         r = mm_radii(rng.uniform(0.08, 0.16, 3))
@@ -177,6 +179,25 @@ def render(task: str, rng: np.random.Generator, size: int, index: int):
     label = label_of[tis_c]
     image = _intensities(tis, tis_c, shape, sub, spacing, rng)
     return image, label, spacing, expected
+
+
+def _spine(grid, tis, mm, r, px, rng):
+    """Vertebral column: bodies split by intervertebral discs, and behind them the posterior arch
+    around the spinal canal (CSF). Proportions of the lumbar spine scaled to the body radius ``r``:
+    a segment (body + disc) is about 1.75 r high, a disc about 0.4 r thick."""
+    T = TISSUE_IDS
+    top, bottom = mm((0, 0.64, 1.2)), mm((0, 0.62, -1.2))
+    paint(tis, *tube(grid, [top, bottom], r), T["bone"])
+    back = np.array([0.0, 1.3 * r, 0.0])           # +y is posterior
+    paint(tis, *tube(grid, [top + back, bottom + back], 0.8 * r), T["bone"])
+    paint(tis, *tube(grid, [top + back, bottom + back], max(0.45 * r, 0.8 * px)), T["csf"],
+          under=[T["bone"]])
+    period, thick = 1.75 * r * rng.uniform(0.9, 1.1), max(0.4 * r, 0.6 * px)
+    z_lo, z_hi = sorted((bottom[0], top[0]))
+    for z in np.arange(z_lo + rng.uniform(0, period), z_hi, period):
+        t = (z - top[0]) / (bottom[0] - top[0])
+        centre = top + t * (bottom - top) - np.array([0.0, 0.1 * r, 0.0])   # in the body only
+        paint(tis, *blob(grid, centre, (thick / 2, 0.95 * r, 1.05 * r)), T["disc"], under=[T["bone"]])
 
 
 def _slot_tissue(slot_name: str) -> str:
