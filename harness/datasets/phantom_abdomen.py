@@ -2,13 +2,13 @@
 
 A body (fat, muscle wall, visceral fat), spine (vertebral bodies and discs, the posterior arch
 around the spinal canal), paraspinal and psoas muscles and bowel loops with gas are unlabelled
-context; the organs of the task are perturbed ellipsoids and tubes placed in
-a plausible layout (LPS: the patient's right is -x, posterior +y, superior +z) with per-case
-jitter of position, size, orientation and shape. Several organs share intensity ranges (liver /
-spleen / muscle; both kidneys; aorta / IVC / portal vein; pancreas / adrenals / duodenum / bowel),
-so a model must use position and shape. Contrast enhancement varies per case. Thick slices are
-sampled at several z positions and averaged (partial volume), then an in-plane blur, an additive
-low-frequency shading and Gaussian noise are applied.
+context; the organs of the task are perturbed ellipsoids and tubes placed in a plausible layout
+(LPS: the patient's right is -x, posterior +y, superior +z) with per-case jitter of position, size,
+orientation and shape. Several organs share intensity ranges (liver / spleen / muscle; both
+kidneys; aorta / IVC / portal vein; pancreas / adrenals / duodenum / bowel), so a model must use
+position and shape. Contrast enhancement varies per case. Thick slices are sampled at several z
+positions and averaged (partial volume), then an in-plane blur, an additive low-frequency shading
+and Gaussian noise are applied.
 
 KiTS19: both kidneys are label 1 (cortex and medulla), a tumour (label 2, sometimes with a
 necrotic centre) sits on the surface of one kidney, overlapping it and bulging out; some cases
