@@ -43,21 +43,15 @@ def safe_name(key: str) -> str:
 
 
 def _failure_reason(job: Job, log: Path) -> str:
-    if job.kind == "train":
-        try:
-            rec = json.loads((job.work / "runs" / job.payload["run_id"] / "run.json").read_text())
-            if rec.get("error"):
-                return rec["error"].splitlines()[0][:300]
-        except (OSError, ValueError):
-            pass
+    from harness.jobs.tracking import last_error_line, run_error   # tracking imports this module
+    reason = run_error(job) or last_error_line(log)
+    if reason:
+        return reason
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"
-    for ln in reversed(lines):
-        if "FAILED" in ln or "Error" in ln:
-            return ln.strip()[:300]
-    return (lines[-1].strip()[:300] if lines else "no output")
+    return lines[-1][:300] if lines else "no output"
 
 
 class _Bars:

@@ -130,7 +130,8 @@ def last_error_line(*paths: Path | str | None) -> str:
     return ""
 
 
-def _run_error(job: Job) -> str:
+def run_error(job: Job) -> str:
+    """The error a train job's ``run.json`` recorded (its last line), or ``""``."""
     if job.kind != "train":
         return ""
     try:
@@ -171,7 +172,7 @@ def cell_statuses(jobs: list[Job], env: dict | None = None, query_slurm: bool = 
             status = "failed"
         error = ""
         if status == "failed":
-            error = _run_error(job) or last_error_line(slurm.get("stderr"), slurm.get("stdout"),
+            error = run_error(job) or last_error_line(slurm.get("stderr"), slurm.get("stdout"),
                                                        local_log)
             if not error and state and state != "COMPLETED":
                 error = f"SLURM state {state}"
