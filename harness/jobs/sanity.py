@@ -3,14 +3,19 @@
 MedNeXt-S (kernel 3) and nnU-Net train on the KiTS19 phantom with the ``sanity`` profile, one
 after the other so that each has the whole machine, and are scored on their fold-0 validation
 cases like any run. The budget is time, five minutes of training each on a 2-core CPU, not a
-number of iterations: an nnU-Net iteration costs less than a MedNeXt-S iteration there (0.56 s vs
-0.86 s at 32^3, batch 2), so nnU-Net gets ``EPOCHS_FACTOR`` times the profile's epochs, about
+number of iterations: an nnU-Net iteration costs less than a MedNeXt-S iteration there (0.56 s
+vs 0.86 s at 32^3, batch 2), so nnU-Net gets ``EPOCHS_FACTOR`` times the profile's epochs, about
 280 s of training against MedNeXt-S's 215 s. nnU-Net's SGD (momentum 0.99) predicts only
-background for its first 25 to 125 iterations, a number that varies from run to run, and its final
-Dice follows it; MedNeXt-S's AdamW leaves that state within the first epoch. The target: a validation kidney Dice (label
-1, one of the two classes of the paper's KiTS19 mean) of at least 0.85 with at most five minutes
-of training each. It prints its figures and writes ``results/sanity.csv``; it is a benchmark,
-not a test: a missed target is reported, not raised.
+background for its first 25 to 125 iterations, then learns the kidney, and the tumour (label 2)
+125 to 300 iterations after the kidney, or not within the budget; until it has the tumour it
+labels part of each tumour as kidney. Its kidney Dice therefore falls in two groups: 0.84999 to
+0.884 in the five runs that learned the tumour in time, 0.76 to 0.81 in the four that did not
+(measured on this profile and on 40, 48 and 80 mm variants of its phantom; the field of view did
+not change that). MedNeXt-S's AdamW had both classes by its fourth epoch in every run checked.
+The target: a validation kidney Dice (label 1, one of the two classes of the paper's KiTS19
+mean) of at least 0.85 with at most five minutes of training each. It prints its figures and
+writes ``results/sanity.csv``; it is a benchmark, not a test: a missed target is reported, not
+raised.
 """
 from __future__ import annotations
 
