@@ -53,6 +53,9 @@ def test_sanity_row_reads_dice_and_time_and_judges_the_target(tmp_path):
     assert sanity.sanity_row(spec, tmp_path / "slow")["meets_target"] is False
     _fake_run(tmp_path / "poor", 100.0, {"case_00001": 0.84})
     assert sanity.sanity_row(spec, tmp_path / "poor")["meets_target"] is False
+    _fake_run(tmp_path / "just-under", 100.0, {"case_00001": 0.849996})
+    under = sanity.sanity_row(spec, tmp_path / "just-under")
+    assert under["kidney_dice"] == 0.85 and under["meets_target"] is False
 
     missing = sanity.sanity_row(spec, tmp_path / "never-ran")
     assert math.isnan(missing["kidney_dice"]) and missing["meets_target"] is False

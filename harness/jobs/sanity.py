@@ -87,15 +87,17 @@ def sanity_row(spec: dict, run_dir: Path) -> dict:
     except (OSError, KeyError, ValueError):
         return row
     dsc = m[m["metric"] == "dsc"]
-    for column, cls in (("kidney_dice", "kidney"), ("tumour_dice", "tumour"),
-                        ("kidney_tumour_dice", "kidney+tumour")):
-        values = dsc.loc[dsc["class"] == cls, "value"]
-        row[column] = round(float(values.mean()), 4) if len(values) else nan
+    classes = {"kidney_dice": "kidney", "tumour_dice": "tumour",
+               "kidney_tumour_dice": "kidney+tumour"}
+    means = {column: float(dsc.loc[dsc["class"] == cls, "value"].mean())    # NaN if absent
+             for column, cls in classes.items()}
+    row.update({column: round(value, 4) for column, value in means.items()})
     row["validation_cases"] = int(dsc.loc[dsc["class"] == "kidney", "case"].nunique())
     train_s = float(timings.get("train_seconds", nan))
     row["training_seconds"] = round(train_s, 1)
     iterations = prof["epochs"] * prof["iterations_per_epoch"]
     row["seconds_per_iteration"] = round(train_s / iterations, 3)
     row["predict_seconds"] = round(float(timings.get("predict_seconds", nan)), 1)
-    row["meets_target"] = bool(row["kidney_dice"] >= TARGET_DICE and train_s <= TARGET_SECONDS)
+    # judged on the unrounded mean: 0.84999 is printed as 0.85 but misses the target
+    row["meets_target"] = bool(means["kidney_dice"] >= TARGET_DICE and train_s <= TARGET_SECONDS)
     return row
