@@ -77,5 +77,10 @@ bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory 
 bench-metrics: $(STAMP)  ## surface metrics: reference engine vs fast path on a liver-sized object
 	$(PY) -m harness.bench.metrics
 
-clean:  ## remove the virtual environment and the work folder
-	rm -rf $(VENV) $(WORK)
+clean:  ## remove .venv and what the harness made in WORK (never converted datasets, never a folder it did not create)
+	@if [ -f "$(WORK)/.mednext-bench.json" ]; then \
+	  for d in datasets runs logs locks jobs reports sanity; do rm -rf "$(WORK)/$$d"; done; \
+	  rm -f "$(WORK)/.mednext-bench.json"; \
+	  rmdir "$(WORK)" 2>/dev/null || echo "kept $(WORK): it holds more than the harness's own folders (e.g. converted datasets in nnUNet_raw)"; \
+	elif [ -e "$(WORK)" ]; then echo "not cleaning $(WORK): mednext-bench did not create it (no .mednext-bench.json)"; fi
+	rm -rf $(VENV)

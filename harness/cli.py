@@ -14,8 +14,7 @@ import sys
 COMMAND_MODULES = (
     "harness.datasets.commands",   # data convert | phantom | check
     "harness.registry.commands",   # models
-    "harness.jobs.commands",       # run | train | predict | sanity
-    "harness.jobs.slurm_commands",  # submit | status
+    "harness.jobs.commands",       # run | submit | status | train | predict | sanity
     "harness.report.commands",     # report
 )
 

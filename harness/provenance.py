@@ -1,6 +1,7 @@
 """Run identity and provenance: hash the question (the run spec), record the answer (run.json).
 
-A run is (dataset, model, fold, profile settings, recipe, init-from run id). Its canonical JSON
+A run is its spec (``harness.studies.runs.RunSpec``: data fingerprint, model, fold, resolved
+network, profile settings, recipe, init-from run id). Its canonical JSON
 (sorted keys, no whitespace) hashed with SHA-256 is the run id; the folder ``work/runs/<run_id>``
 is named by it. ``run.json`` beside it records what actually ran: the spec, the status, the error
 text, git commit and dirty flag, package versions, device, host, SLURM job id, wall time and peak
@@ -25,8 +26,9 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.io import write_json
+from harness.processes import usable_cpus
 
-PROTOCOL = "mednext-bench/1"   # bump when a change of the harness invalidates finished runs
+PROTOCOL = "mednext-bench/2"   # bump when a change of the harness invalidates finished runs
 PACKAGES = ("torch", "nnunetv2", "dynamic-network-architectures", "monai", "numpy", "scipy",
             "SimpleITK", "batchgeneratorsv2", "surface-distance", "mednext-bench")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +81,8 @@ def package_versions() -> dict:
 def device_info() -> dict:
     import torch
     info = {"type": "cuda" if torch.cuda.is_available() else "cpu",
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "usable_cpus": usable_cpus()}
     if info["type"] == "cuda":
         info["name"] = torch.cuda.get_device_name(0)
     return info
@@ -95,25 +98,30 @@ def peak_memory() -> dict:
     return out
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunRecord:
     """Keeps ``run.json`` of one run up to date across attempts.
 
+    Every attempt (a first start, a resume after a kill, a retry after a failure) is an entry of
+    ``attempts`` that is never overwritten: started and ended, host, pid, SLURM job and array
+    task, git commit and dirty flag, exit status (``done``, ``failed``, ``interrupted``, or
+    ``lost`` for a process that ended without a word: SIGKILL, out of memory, node failure),
+    the reason, wall time, peak memory, what the attempt trained and its ``timings``. An attempt
+    that is still ``running`` when the next one starts is closed as ``lost`` at its last
+    heartbeat (:meth:`heartbeat`, written while it trains). The top level holds the run's
+    status and the sums over attempts: ``wall_seconds`` and each of ``timings`` (so the training
+    time of a resumed run is the time of all its attempts, and a retry that trained nothing
+    does not make it look fast).
+
     Usage::
 
-        rec = RunRecord(run_dir, spec, extra={"model_entry": ...})
-        rec.start()                # status "running", a new attempt (host, pid, job id, commit)
-        ... rec.finish("done") or rec.finish("failed", error="...")
+        rec = RunRecord(run_dir, spec, run_id, extra={"model_entry": ...})
+        rec.start()
+        rec.heartbeat(timings={"train_seconds": 12.5})     # while training
+        rec.finish("done", timings={...}) or rec.finish("failed", error="...")
     """
+
+    LOST_REASON = ("the process ended without recording it (killed by SIGKILL, out of memory, "
+                   "node failure or preemption)")
 
     def __init__(self, run_dir: Path, spec: dict, run_id_: str, extra: dict | None = None):
         self.path = Path(run_dir) / "run.json"
@@ -130,36 +138,75 @@ class RunRecord:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
+    @property
+    def attempt(self) -> dict:
+        return self.data["attempts"][-1]
+
     def start(self) -> None:
         self._t0 = time.time()
-        attempts = list(self.data.get("attempts", []))
+        attempts = [dict(a) for a in self.data.get("attempts", [])]
+        for a in attempts:
+            if a.get("status", "running") == "running" or "ended" not in a:
+                last = a.get("heartbeat_unix") or a.get("started_unix") or self._t0
+                a.update(status="lost", reason=self.LOST_REASON, ended=_stamp(last),
+                         wall_seconds=round(max(0.0, last - (a.get("started_unix") or last)), 2))
         attempts.append({
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
-            "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID"),
+            "started": _stamp(self._t0), "started_unix": round(self._t0, 3),
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "job_id": os.environ.get("SLURM_JOB_ID"),
             "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), **git_state(),
+            "status": "running",
         })
-        self.data = {"run_id": self.run_id, "spec": self.spec, **self.extra, "status": "running",
+        self.data = {**{k: v for k, v in self.data.items() if k not in ("attempts",)},
+                     "run_id": self.run_id, "spec": self.spec, **self.extra, "status": "running",
                      "error": None, "versions": package_versions(), "device": device_info(),
                      "attempts": attempts}
+        self._totals()
         self._write()
 
     def update(self, **fields) -> None:
+        """Set top-level fields."""
         self.data.update(fields)
         self._write()
 
-    def finish(self, status: str, error: str | None = None, **fields) -> None:
-        if status not in ("done", "failed"):
-            raise ValueError(f"final status {status!r} must be 'done' or 'failed'")
-        wall = time.time() - self._t0 if self._t0 else None
-        attempt = self.data["attempts"][-1]
-        attempt.update({"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": status,
-                        "wall_seconds": round(wall, 2) if wall is not None else None,
-                        **peak_memory()})
-        total = sum(a.get("wall_seconds") or 0 for a in self.data["attempts"])
-        self.data.update({"status": status, "error": error, "wall_seconds": round(total, 2),
-                          "peak_rss_mib": max(a.get("peak_rss_mib") or 0
-                                              for a in self.data["attempts"]), **fields})
+    def heartbeat(self, **fields) -> None:
+        """Record progress of the running attempt (its fields, and the time it was last seen)."""
+        now = time.time()
+        self.attempt.update(fields, heartbeat_unix=round(now, 3))
+        self._totals()
         self._write()
+
+    def finish(self, status: str, error: str | None = None, reason: str | None = None,
+               **fields) -> None:
+        """End the attempt with ``status`` (done, failed or interrupted). ``fields`` go to the
+        attempt (``training``, ``timings``, ...); ``error`` to both the attempt and the run."""
+        if status not in ("done", "failed", "interrupted"):
+            raise ValueError(f"final status {status!r} must be 'done', 'failed' or 'interrupted'")
+        now = time.time()
+        wall = now - self._t0 if self._t0 else None
+        self.attempt.update({"ended": _stamp(now), "status": status, "reason": reason or error,
+                             "wall_seconds": round(wall, 2) if wall is not None else None,
+                             **peak_memory(), **fields})
+        self.data.update({"status": status, "error": error})
+        self._totals()
+        self._write()
+
+    def _totals(self) -> None:
+        attempts = self.data.get("attempts", [])
+        timings: dict[str, float] = {}
+        for a in attempts:
+            for key, value in (a.get("timings") or {}).items():
+                if isinstance(value, (int, float)):
+                    timings[key] = round(timings.get(key, 0.0) + value, 2)
+        self.data.update({
+            "wall_seconds": round(sum(a.get("wall_seconds") or 0 for a in attempts), 2),
+            "peak_rss_mib": max([a.get("peak_rss_mib") or 0 for a in attempts] or [0]),
+            "timings": timings,
+        })
 
     def _write(self) -> None:
         write_json(self.path, self.data)
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))

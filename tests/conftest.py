@@ -48,6 +48,14 @@ def smoke_work(tmp_path_factory):
     return work
 
 
+@pytest.fixture(scope="session")
+def smoke_root(smoke_work):
+    """The data root of that prepared phantom (``nnUNet_raw``, ``nnUNet_preprocessed``)."""
+    from harness.jobs.plan import job_data_root, plan_cell
+
+    return job_data_root(plan_cell("kits19", "nnunet", 0, "smoke", smoke_work)[0])
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module of tiny-tensor tests: they gain nothing from more,

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import fake_raw_dataset
 
 from harness.cluster import Resources, expand_vars, load_cluster, parse_profile
 from harness.jobs.plan import Job
-from harness.jobs.slurm import _dependency, select_jobs, submit_jobs
+from harness.jobs.plan import select_jobs
+from harness.jobs.slurm import _dependency, submit_jobs
 from harness.jobs.slurm_task import JobTask
 from harness.jobs.tracking import cell_statuses, format_statuses, queue_states, write_record
 
@@ -151,7 +153,10 @@ def paper_jobs(tmp_path_factory):
     """The paper profile's plan (5 folds) for two datasets, nnU-Net and MedNeXt-S k5 (+ k3)."""
     from harness.jobs.plan import plan_study
     work = tmp_path_factory.mktemp("work")
-    jobs = plan_study("table2", "paper", work, data=work / "data", results=work / "results")
+    for folder in ("Dataset501_BTCV", "Dataset503_KiTS19"):
+        fake_raw_dataset(work / "data", folder)
+    jobs = plan_study("table2", "paper", work, data=work / "data", results=work / "results",
+                      datasets=["btcv", "kits19"])
     return select_jobs(jobs, models=["nnunet", "mednext-s-k5"], datasets=["btcv", "kits19"])
 
 
@@ -241,7 +246,7 @@ def test_cell_statuses_merge_files_and_slurm(fake_slurm):
 
 def test_resubmission_skips_queued_jobs_and_waits_on_them(fake_slurm, paper_jobs):
     k3 = next(j for j in paper_jobs if j.key.startswith("train:mednext-s-k3.btcv.f2"))
-    k5 = next(j for j in paper_jobs if j.deps == ("prepare:btcv", k3.key))
+    k5 = next(j for j in paper_jobs if j.deps == (k3.deps[0], k3.key))
     failed = next(j for j in paper_jobs if j.key.startswith("train:nnunet.kits19.f4"))
     write_record(k3, {"job_id": "4_1", "stdout": "", "stderr": ""})
     write_record(failed, {"job_id": "5", "stdout": "", "stderr": ""})

@@ -23,6 +23,7 @@ from harness.io import write_text
 from harness.jobs.local import run_jobs
 from harness.jobs.plan import Job, job_status, plan_cell
 from harness.provenance import run_id
+from harness.studies.runs import RunSpec
 
 MODELS = ("nnunet", "mednext-s-k3", "transunet")
 
@@ -56,12 +57,14 @@ def _geometry(path):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, model):
+def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, smoke_root, model):
     job = next(j for j in grid if j.kind == "train" and j.payload["spec"]["model"] == model)
     d = run_dir(job)
     rec = json.loads((d / "run.json").read_text())
     assert rec["status"] == "done" and rec["error"] is None and rec["run_id"] == d.name
     assert rec["spec"] == job.payload["spec"] and run_id(rec["spec"]) == d.name
+    assert len(rec["attempts"]) == 1 and rec["attempts"][0]["status"] == "done"
+    assert rec["timings"]["train_seconds"] > 0 and rec["training"]["attempts_that_trained"] == 1
     assert rec["wall_seconds"] > 0 and rec["peak_rss_mib"] > 0 and rec["versions"]["nnunetv2"]
     progress = pd.read_csv(d / "progress.csv")
     assert list(progress["epoch"]) == list(range(job.payload["spec"]["profile"]["epochs"]))
@@ -73,10 +76,10 @@ def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, model):
     assert final["optimizer_state"] is None and final["network_weights"]
     assert final["current_epoch"] == job.payload["spec"]["profile"]["epochs"]
     cases = rec["validation_cases"]
-    splits = json.loads((smoke_work / "nnUNet_preprocessed" / "Dataset903_PhantomKiTS19"
+    splits = json.loads((smoke_root / "nnUNet_preprocessed" / "Dataset903_PhantomKiTS19"
                          / "splits_final.json").read_text())
     assert cases == splits[0]["val"]
-    raw = smoke_work / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
+    raw = smoke_root / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
     for case in cases:       # original geometry, not the 1 mm grid
         assert _geometry(d / "predictions" / f"{case}.nii.gz") == _geometry(raw / "labelsTr" / f"{case}.nii.gz")
     m = pd.read_csv(d / "metrics.csv")
@@ -106,10 +109,10 @@ def test_train_command_on_a_finished_cell_does_nothing(grid, smoke_work):
     assert "0 ran, 2 already done, 0 failed" in proc.stdout
 
 
-def test_ensemble_prediction_of_a_folder(grid, smoke_work, tmp_path):
-    from harness.jobs.predict import ensemble_runs, predict_folder
+def test_ensemble_prediction_of_a_folder(grid, smoke_work, smoke_root, tmp_path):
+    from harness.predict import ensemble_runs, predict_folder
 
-    raw = smoke_work / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
+    raw = smoke_root / "nnUNet_raw" / "Dataset903_PhantomKiTS19"
     inp = tmp_path / "in"
     inp.mkdir()
     for case in ("case_000", "case_001"):
@@ -128,10 +131,10 @@ def test_ensemble_prediction_of_a_folder(grid, smoke_work, tmp_path):
 
 def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp_path):
     base = plan_cell("kits19", "nnunet", 1, "smoke", smoke_work)[-1]
-    spec = json.loads(json.dumps(base.payload["spec"]))
-    spec["profile"].update(epochs=2, iterations_per_epoch=4)
-    rid = run_id(spec)
-    job = Job(f"train:{rid}", "train", {**base.payload, "spec": spec, "run_id": rid},
+    spec = RunSpec.from_dict(base.payload["spec"])
+    spec = spec.replace(profile={**spec.profile, "epochs": 2, "iterations_per_epoch": 4})
+    rid = spec.run_id
+    job = Job(f"train:{rid}", "train", {**base.payload, "spec": spec.to_dict(), "run_id": rid},
               base.deps, base.label)
     job_file = tmp_path / "job.json"
     write_text(job_file, job.to_json())
@@ -159,7 +162,8 @@ def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp
     subprocess.run(cmd, check=True, capture_output=True)
     assert job_status(job) == "done"
     rec = json.loads((d / "run.json").read_text())
-    assert rec["training"]["resumed_from_epoch"] == 1 and len(rec["attempts"]) == 2
+    assert rec["training"]["resumed_from_epochs"] == [1] and len(rec["attempts"]) == 2
+    assert [a["status"] for a in rec["attempts"]] == ["lost", "done"]
     assert list(pd.read_csv(d / "progress.csv")["epoch"]) == [0, 1]
 
 
@@ -185,23 +189,21 @@ def test_real_data_is_linked_validated_and_planned(tmp_path):
     import shutil
 
     from harness.datasets import make_phantom
-    from harness.jobs.plan import execute, plan_study
+    from harness.jobs.plan import execute, job_data_root, plan_study
 
     data = tmp_path / "raw"
     made = make_phantom("kits19", tmp_path / "phantoms", cases=5, size=32, seed=1)
     shutil.copytree(made, data / "Dataset503_KiTS19")
     work = tmp_path / "work"
-    prepare = next(j for j in plan_study("table2", "paper", work, data)
-                   if j.key == "prepare:kits19")
+    prepare = plan_study("table2", "paper", work, data, datasets=["kits19"])[0]
     execute(prepare)
     assert job_status(prepare) == "done"
-    raw = work / "nnUNet_raw" / "Dataset503_KiTS19"
+    root = job_data_root(prepare)
+    raw = root / "nnUNet_raw" / "Dataset503_KiTS19"
     assert raw.is_symlink() and raw.resolve() == (data / "Dataset503_KiTS19").resolve()
-    pre = work / "nnUNet_preprocessed" / "Dataset503_KiTS19"
+    pre = root / "nnUNet_preprocessed" / "Dataset503_KiTS19"
     plans = json.loads((pre / "nnUNetPlans_bench.json").read_text())
     assert plans["configurations"]["3d_1mm"]["spacing"] == [1.0, 1.0, 1.0]
     assert len(json.loads((pre / "splits_final.json").read_text())) == 5
-    bad = next(j for j in plan_study("table2", "paper", work, tmp_path / "nowhere")
-               if j.key == "prepare:btcv")
-    with pytest.raises(FileNotFoundError, match="Dataset501_BTCV"):
-        execute(bad)
+    with pytest.raises(ValueError, match="Dataset501_BTCV"):
+        plan_study("table2", "paper", work, tmp_path / "nowhere", datasets=["btcv"])

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import harness.jobs.local as local
+from harness.processes import EXIT_BUSY
 from harness.jobs.plan import plan_study
 
 
@@ -20,18 +21,23 @@ def jobs(tmp_path):
     return plan_study("ablations", "smoke", tmp_path / "work")
 
 
-def fake_backend(monkeypatch, jobs, done=(), fail=()):
-    """Jobs in ``done`` are already done; jobs in ``fail`` exit 1; others succeed."""
-    status = {j.key: ("done" if j.key in done else "pending") for j in jobs}
+def fake_backend(monkeypatch, jobs, done=(), fail=(), busy=(), status=None):
+    """Jobs in ``done`` are already done; jobs in ``fail`` exit 1; jobs in ``busy`` exit with
+    EXIT_BUSY (their lock is taken elsewhere, status unchanged); others succeed. ``status``: a
+    dict to share (a test may change it while the grid runs)."""
+    if status is None:
+        status = {}
+    for j in jobs:
+        status.setdefault(j.key, "done" if j.key in done else "pending")
     launched = []
 
     def launch(job, env):
         launched.append(job.key)
-        rc = 1 if job.key in fail else 0
+        rc = EXIT_BUSY if job.key in busy else 1 if job.key in fail else 0
         if rc == 0:
             status[job.key] = "done"
         proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({rc})"])
-        log = local._log_path(job)
+        log = local.log_path(job.work, job.key)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("job FAILED: RuntimeError: stand-in failure\n" if rc else "done\n")
         return proc, open(log, "a")
@@ -39,6 +45,57 @@ def fake_backend(monkeypatch, jobs, done=(), fail=()):
     monkeypatch.setattr(local, "_launch", launch)
     monkeypatch.setattr(local, "job_status", lambda job: status[job.key])
     return launched
+
+
+def _elsewhere(status, key, after_polls, then):
+    """A status dict entry that reads "running" (locked by another process) for a few polls,
+    then ``then``."""
+    class Flip(dict):
+        polls = 0
+
+        def __getitem__(self, k):
+            if k == key and dict.__getitem__(self, k) == "running":
+                Flip.polls += 1
+                if Flip.polls > after_polls:
+                    dict.__setitem__(self, k, then)
+            return dict.__getitem__(self, k)
+    flip = Flip(status)
+    flip[key] = "running"
+    return flip
+
+
+def test_a_job_running_elsewhere_is_followed_not_started(monkeypatch, jobs):
+    k3 = next(j for j in jobs if j.kind == "train" and j.payload["spec"]["model"] == "mednext-b-k3")
+    status = _elsewhere({}, k3.key, after_polls=3, then="done")
+    launched = fake_backend(monkeypatch, jobs, status=status)
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    assert out.ok and k3.key not in launched and k3.key in out.already_done
+    position = {k: i for i, k in enumerate(launched)}
+    assert all(position[j.key] >= 0 for j in jobs if k3.key in j.deps)   # its dependants ran
+
+
+def test_a_job_stopped_elsewhere_is_resumed_here(monkeypatch, jobs):
+    k3 = next(j for j in jobs if j.kind == "train" and j.payload["spec"]["model"] == "mednext-b-k3")
+    status = _elsewhere({}, k3.key, after_polls=2, then="pending")
+    launched = fake_backend(monkeypatch, jobs, status=status)
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    assert out.ok and launched.count(k3.key) == 1 and k3.key in out.ran
+
+
+def test_a_worker_that_finds_the_lock_taken_is_followed(monkeypatch, jobs):
+    k3 = next(j for j in jobs if j.kind == "train" and j.payload["spec"]["model"] == "mednext-b-k3")
+    status: dict = {}
+    launched = fake_backend(monkeypatch, jobs, busy={k3.key}, status=status)
+    real_sleep = local.time.sleep
+
+    def sleep(s):           # the other process finishes the job while we follow it
+        if launched.count(k3.key) == 1:
+            status[k3.key] = "done"
+        real_sleep(s)
+
+    monkeypatch.setattr(local.time, "sleep", sleep)
+    out = local.run_jobs(jobs, progress=False, poll=0.01)
+    assert out.ok and launched.count(k3.key) == 1 and k3.key in out.already_done
 
 
 def test_runs_everything_in_order(monkeypatch, jobs):

@@ -42,9 +42,9 @@ def test_bench_plans_impose_one_mm_and_one_configuration():
         bench_plans({"dataset_name": "D", "configurations": {"2d": {}}})
 
 
-def test_training_plans_share_the_preprocessed_data(smoke_work):
+def test_training_plans_share_the_preprocessed_data(smoke_root):
     from harness.nnunet.env import configure
-    configure(smoke_work)
+    configure(smoke_root)
     p3, c3 = training_plans("Dataset903_PhantomKiTS19", "3d", (32, 32, 32), 2, "nnunet")
     p2, c2 = training_plans("Dataset903_PhantomKiTS19", "2d", (32, 32), 4, "transunet")
     a, b = p3["configurations"][c3], p2["configurations"][c2]
@@ -72,13 +72,17 @@ def _spec(smoke_work, model, **profile):
     return spec
 
 
+@pytest.fixture
+def configured(smoke_root):
+    from harness.nnunet.env import configure
+    configure(smoke_root)
+
+
 # smoke patch (32, 64, 64): MedNeXt has 5 outputs, nnU-Net plans 5 stages -> 4 outputs
 @pytest.mark.parametrize("model, n_out, zero_last", [("mednext-s-k3", 5, False), ("nnunet", 4, True)])
-def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last):
-    from harness.nnunet.env import configure
+def test_trainer_wires_the_recipe(smoke_work, configured, tmp_path, model, n_out, zero_last):
     from harness.nnunet.training import make_trainer
 
-    configure(smoke_work)
     spec = _spec(smoke_work, model)
     tr = make_trainer(spec, tmp_path / "run")
     tr.initialize()
@@ -99,12 +103,10 @@ def test_trainer_wires_the_recipe(smoke_work, tmp_path, model, n_out, zero_last)
     assert not (tmp_path / "run" / ".nnunet_results").exists()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, tmp_path):
-    from harness.nnunet.env import configure
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, configured, tmp_path):
     from harness.nnunet.trainer import NonFiniteLossError
     from harness.nnunet.training import make_trainer
 
-    configure(smoke_work)
     spec = _spec(smoke_work, "nnunet", epochs=3, iterations_per_epoch=1)
     run_dir = tmp_path / "run"
     tr = make_trainer(spec, run_dir)
@@ -127,11 +129,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, tm
     assert (run_dir / "progress.csv").read_text().count("\n") == 2      # header + epoch 0
 
 
-def test_upkern_without_its_source_is_a_clear_error(smoke_work, tmp_path):
-    from harness.nnunet.env import configure
+def test_upkern_without_its_source_is_a_clear_error(smoke_work, configured, tmp_path):
     from harness.nnunet.training import load_init, make_trainer
 
-    configure(smoke_work)
     spec = _spec(smoke_work, "mednext-s-k5")
     assert spec["init"]["mode"] == "upkern" and spec["init"]["model"] == "mednext-s-k3"
     tr = make_trainer(spec, tmp_path / "run")

@@ -1,4 +1,4 @@
-"""The job graph and run identity (harness.jobs.plan, harness.jobs.runs, harness.provenance).
+"""The job graph and run identity (harness.jobs.plan, harness.studies.runs, harness.provenance).
 
 Fast: nothing trains. The graph of each study and profile is checked for order, dependencies
 (UpKern and "continue" runs after their kernel-3 source, the report after everything), and the
@@ -12,11 +12,13 @@ import subprocess
 import sys
 
 import pytest
+from fakes import fake_raw_dataset
 
-from harness.jobs.plan import Job, execute, expected_runs, job_status, plan_cell, plan_study
-from harness.jobs.runs import run_chain, run_spec, run_status
+from harness.jobs.plan import (Job, execute, job_status, lock_path, plan_cell, plan_study,
+                               prepare_key, run_status)
 from harness.provenance import RunRecord, canonical_json, run_id
 from harness.studies import load_profile, load_study
+from harness.studies.runs import RunSpec, expected_runs, phantom_data, run_chain, run_spec
 
 
 @pytest.fixture
@@ -84,15 +86,15 @@ def test_upkern_and_continue_runs_depend_on_their_kernel3_source(work):
             job = by_model[(model, dataset)]
             assert job.payload["spec"]["init"] == {"mode": mode, "model": "mednext-b-k3",
                                                    "run_id": k3.payload["run_id"]}
-            assert k3.key in job.deps and f"prepare:{dataset}" in job.deps
+            assert k3.key in job.deps and job.deps[0].startswith(f"prepare:{dataset}-")
         scratch = by_model[("mednext-b-k5-scratch", dataset)]
         assert scratch.payload["spec"]["init"] is None and len(scratch.deps) == 1
 
 
 def test_source_runs_outside_the_study_are_jobs_but_not_cells(work):
     runs = run_chain("kits19", "mednext-m-k5", 0, load_profile("smoke"))
-    assert [r["model"] for r in runs] == ["mednext-m-k3", "mednext-m-k5"]
-    assert [r["in_study"] for r in runs] == [False, True]
+    assert [r.spec.model for r in runs] == ["mednext-m-k3", "mednext-m-k5"]
+    assert [r.in_study for r in runs] == [False, True]
     jobs = plan_cell("kits19", "mednext-m-k5", 0, "smoke", work)
     assert [j.kind for j in jobs] == ["prepare", "train", "train"]
     assert jobs[1].key in jobs[2].deps
@@ -101,79 +103,155 @@ def test_source_runs_outside_the_study_are_jobs_but_not_cells(work):
 def test_run_id_is_a_stable_hash_of_what_decides_the_result():
     quick, smoke = load_profile("quick"), load_profile("smoke")
     a = run_spec("btcv", "mednext-s-k3", 0, quick)
-    assert run_id(a) == run_id(json.loads(canonical_json(a)))
-    assert run_id(a).startswith("mednext-s-k3.phantom-btcv.f0.")
+    assert a.run_id == run_id(json.loads(canonical_json(a.to_dict())))
+    assert RunSpec.from_dict(a.to_dict()) == a and RunSpec.from_dict(a.to_dict()).run_id == a.run_id
+    assert a.run_id.startswith("mednext-s-k3.phantom-btcv.f0.")
     others = [run_spec("btcv", "mednext-s-k3", 1, quick), run_spec("btcv", "mednext-s-k5", 0, quick),
               run_spec("amos22", "mednext-s-k3", 0, quick), run_spec("btcv", "mednext-s-k3", 0, smoke)]
-    assert len({run_id(s) for s in [a] + others}) == 5
-    changed = json.loads(json.dumps(a))
-    changed["recipe"]["lr"] *= 2
-    assert run_id(changed) != run_id(a)
+    assert len({s.run_id for s in [a] + others}) == 5
+    # everything that changes the result changes the id: recipe values, the network's builder
+    # arguments (not only its name), the data, the budget
+    changed = [a.replace(recipe={**a.recipe, "lr": a.recipe["lr"] * 2}),
+               a.replace(network={**a.network, "kwargs": {**a.network["kwargs"], "kernel_size": 5}}),
+               a.replace(data={**a.data, "fingerprint": "0" * 64}),
+               a.replace(profile={**a.profile, "epochs": 2})]
+    assert len({c.run_id for c in changed} | {a.run_id}) == 5
     # a k5 run's id follows its source's id
     k5 = run_spec("btcv", "mednext-s-k5", 0, quick)
-    assert k5["init"]["run_id"] == run_id(a)
+    assert k5.init["run_id"] == a.run_id
     # the KiTS19 kernel-5 learning rate of the paper
-    assert run_spec("kits19", "mednext-s-k5", 0, quick)["recipe"]["lr"] == pytest.approx(1e-4)
+    assert run_spec("kits19", "mednext-s-k5", 0, quick).recipe["lr"] == pytest.approx(1e-4)
+
+
+def test_spec_names_the_data_and_the_resolved_network():
+    quick = load_profile("quick")
+    s = run_spec("kits19", "mednext-b-k3-std-resampling", 0, quick)
+    assert s.network == {"builder": "mednext.create_mednext", "builder_options": [],
+                         "kwargs": {"size": "B", "kernel_size": 3, "dim": "3d",
+                                    "resampling": "standard"}}
+    assert s.data == phantom_data("kits19", quick) and s.data["source"] == "phantom"
+    assert s.data["phantom"]["size"] == quick.phantom["size"]
+    # the profile's name and folds are not part of it: same settings, same runs
+    import dataclasses
+    renamed = dataclasses.replace(quick, name="other", folds=(0, 1, 2))
+    assert run_spec("kits19", "nnunet", 0, renamed).run_id == run_spec("kits19", "nnunet", 0, quick).run_id
 
 
 def test_spec_holds_only_the_settings_of_the_models_dimension():
     quick = load_profile("quick")
     s3 = run_spec("btcv", "nnunet", 0, quick)
     s2 = run_spec("btcv", "transunet", 0, quick)
-    assert s3["dim"] == "3d" and s3["profile"]["patch"] == list(quick.patch_3d)
-    assert s2["dim"] == "2d" and s2["profile"]["patch"] == list(quick.patch_2d)
-    assert s2["profile"]["batch"] == quick.batch_2d
-    assert "name" not in s3["profile"] and "folds" not in s3["profile"]
+    assert s3.dim == "3d" and s3.profile["patch"] == list(quick.patch_3d)
+    assert s2.dim == "2d" and s2.profile["patch"] == list(quick.patch_2d)
+    assert s2.profile["batch"] == quick.batch_2d
+    assert "name" not in s3.profile and "folds" not in s3.profile
 
 
-def test_real_data_profile_needs_data(work, tmp_path):
+def _fake_raw(root, folder="Dataset503_KiTS19"):
+    return fake_raw_dataset(root, folder)
+
+
+def test_real_data_profile_needs_data_and_fingerprints_it(work, tmp_path):
     with pytest.raises(ValueError, match="--data"):
         plan_study("table2", "paper", work)
-    jobs = plan_study("table2", "paper", work, data=tmp_path / "raw")
-    assert jobs[0].payload["data"] == str((tmp_path / "raw").resolve())
-    assert len([j for j in jobs if j.kind == "train"]) == 15 * 4 * 5
+    with pytest.raises(ValueError, match=r"Dataset501_BTCV not found.*convert"):
+        plan_study("table2", "paper", work, data=tmp_path / "raw")
+    d = _fake_raw(tmp_path / "raw")
+    jobs = plan_study("table2", "paper", work, data=tmp_path / "raw", datasets=["kits19"])
+    prepare = jobs[0]
+    assert prepare.payload["source_path"] == str(d.resolve())
+    fp = prepare.payload["data"]["fingerprint"]
+    trains = [j for j in jobs if j.kind == "train"]
+    assert len(trains) == 15 * 5 and all(j.payload["spec"]["data"]["fingerprint"] == fp for j in trains)
+    # the report still declares every cell; the datasets never planned have no run id
+    cells = expected_runs("table2", "paper", work, sources=jobs[-1].payload["sources"])
+    assert {c["dataset"] for c in cells if c["run_id"] is None} == {"btcv", "amos22", "brats21"}
+    assert expected_runs("table2", "paper", work) == cells      # as recorded by the plan
+    again = {j.key for j in plan_study("table2", "paper", work, data=tmp_path / "raw",
+                                       datasets=["kits19"])}
+    assert again == {j.key for j in jobs}                   # unchanged data: the same runs
+    # the same data in another folder: the same runs; changed data: new runs
+    moved = tmp_path / "elsewhere"
+    _fake_raw(moved)
+    assert {j.key for j in plan_study("table2", "paper", work, data=moved,
+                                      datasets=["kits19"])} - {jobs[-1].key} <= again
+    (d / "labelsTr" / "case_00001.nii.gz").write_bytes(b"a corrected label")
+    changed = plan_study("table2", "paper", work, data=tmp_path / "raw", datasets=["kits19"])
+    assert changed[0].payload["data"]["fingerprint"] != fp
+    assert not ({j.key for j in changed if j.kind == "train"} & again)
 
 
-def test_run_record_and_status(tmp_path):
+def test_run_record_keeps_every_attempt(tmp_path):
     run_dir = tmp_path / "runs" / "r"
-    assert run_status(run_dir) == "pending"
     rec = RunRecord(run_dir, {"model": "m"}, "r")
     rec.start()
-    assert run_status(run_dir) == "running"          # this very process is alive
-    rec.finish("failed", error="ValueError: boom")
+    rec.heartbeat(timings={"train_seconds": 40.0})
+    rec.finish("failed", error="ValueError: boom", timings={"train_seconds": 50.0})
     data = json.loads((run_dir / "run.json").read_text())
     assert data["status"] == "failed" and data["error"] == "ValueError: boom"
-    assert data["attempts"][0]["host"] == socket.gethostname()
+    first = data["attempts"][0]
+    assert first["host"] == socket.gethostname() and first["status"] == "failed"
+    assert first["reason"] == "ValueError: boom" and "ended" in first
     assert {"torch", "nnunetv2", "python"} <= set(data["versions"])
-    assert "commit" in data["attempts"][0] and "dirty" in data["attempts"][0]
-    assert run_status(run_dir) == "failed"
+    assert "commit" in first and "dirty" in first and data["device"]["usable_cpus"] >= 1
+    # a retry that trains nothing adds its own attempt; the times add up
     rec2 = RunRecord(run_dir, {"model": "m"}, "r")
     rec2.start()
-    rec2.finish("done")
+    rec2.finish("done", training={"trained": False}, timings={"train_seconds": 0.1,
+                                                               "predict_seconds": 3.0})
     data = json.loads((run_dir / "run.json").read_text())
     assert data["status"] == "done" and len(data["attempts"]) == 2 and data["error"] is None
+    assert data["attempts"][0]["timings"] == {"train_seconds": 50.0}
+    assert data["timings"] == {"train_seconds": 50.1, "predict_seconds": 3.0}
     assert data["wall_seconds"] >= 0 and data["peak_rss_mib"] > 0
     with pytest.raises(ValueError, match="final status"):
         rec2.finish("running")
 
 
-def test_a_killed_run_reads_as_pending(tmp_path):
+def test_a_killed_attempt_is_closed_as_lost_at_its_last_heartbeat(tmp_path):
     run_dir = tmp_path / "runs" / "r"
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead_pid = int(proc.stdout)
     rec = RunRecord(run_dir, {"model": "m"}, "r")
     rec.start()
-    data = json.loads((run_dir / "run.json").read_text())
-    data["attempts"][-1]["pid"] = dead_pid
-    (run_dir / "run.json").write_text(json.dumps(data))
-    assert run_status(run_dir) == "pending"
+    rec.heartbeat(timings={"train_seconds": 12.0})
+    # the process dies here: no finish(); the next attempt closes it
+    again = RunRecord(run_dir, {"model": "m"}, "r")
+    again.start()
+    lost = again.data["attempts"][0]
+    assert lost["status"] == "lost" and "killed" in lost["reason"]
+    assert lost["ended"] and lost["wall_seconds"] >= 0
+    assert again.data["timings"]["train_seconds"] == 12.0
+    again.finish("done", timings={"train_seconds": 8.0})
+    assert json.loads((run_dir / "run.json").read_text())["timings"]["train_seconds"] == 20.0
+
+
+def test_run_status_follows_the_lock_not_a_pid(tmp_path):
+    work = tmp_path
+    run_dir = work / "runs" / "r"
+    assert run_status(work, "r") == "pending"
+    rec = RunRecord(run_dir, {"model": "m"}, "r")
+    rec.start()
+    assert run_status(work, "r") == "pending"       # says running, but nobody holds its lock
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys; from harness.jobs.locks import JobLock; "
+                               f"JobLock({str(lock_path(work, 'train:r'))!r}).acquire(); "
+                               "print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_status(work, "r") == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_status(work, "r") == "pending"       # the holder died: its lock is gone
+    rec.finish("done")
+    assert run_status(work, "r") == "done"
 
 
 def test_execute_refuses_a_payload_whose_id_does_not_match(work):
     job = plan_cell("kits19", "nnunet", 0, "smoke", work)[-1]
     bad = Job(job.key, job.kind, {**job.payload, "run_id": "nnunet.phantom-kits19.f0.000000000000"},
               job.deps, job.label)
+    assert prepare_key("phantom-kits19", job.payload["spec"]["data"]) == job.deps[0]
     with pytest.raises(ValueError, match="not the hash"):
         execute(bad)
     assert job_status(job) == "pending"

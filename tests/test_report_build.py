@@ -92,7 +92,7 @@ def test_report_numbers_follow_the_tables(table2_report):
 
 
 def test_cli_report_on_the_declared_grid(tmp_path, capsys):
-    from harness.jobs.plan import expected_runs
+    from harness.studies.runs import expected_runs
     from harness.report import commands
 
     work = tmp_path / "work"

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from harness.jobs import sanity
+from harness.bench import sanity
 from harness.studies import load_profile
 
 

@@ -21,7 +21,8 @@ import pytest
 
 from harness.cluster import load_cluster
 from harness.jobs.plan import Job, plan_study
-from harness.jobs.slurm import select_jobs, submit_jobs, submit_study, wait_for
+from harness.jobs.plan import select_jobs
+from harness.jobs.slurm import submit_jobs, submit_study, wait_for
 from harness.jobs.tracking import cell_statuses, read_record
 
 pytestmark = pytest.mark.slurm

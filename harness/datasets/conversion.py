@@ -10,7 +10,8 @@ scripts do per task (``Dataset137_BraTS21.py``, ``Dataset218_Amos2022_task1.py``
    the first channel copied onto the other channels and the label (they agree within tolerance,
    so nnU-Net's exact checks pass), the axes reoriented to LPS (:func:`nifti.reorient_lps`),
    and written into a temporary folder that becomes ``raw_root/<folder>`` only when every case
-   passed (:func:`harness.io.atomic_dir`);
+   passed (:func:`harness.io.atomic_dir`); an existing folder is replaced only if it carries the
+   marker of a folder this harness made (:mod:`harness.ownership`), never a folder of the user's;
 3. a summary (cases, shapes, spacing range, voxels per label) is printed and stored in
    ``dataset.json`` under ``"conversion"``.
 
@@ -34,6 +35,7 @@ from harness.datasets.spec import TaskSpec, task_spec
 from harness.datasets.validate import (CaseFiles, Summary, check_headers, check_image_values,
                                        check_label_values)
 from harness.io import atomic_dir, write_json
+from harness.ownership import mark_created, require_owned
 
 
 def layout_module(spec: TaskSpec):
@@ -104,6 +106,10 @@ def convert(task: str, source_dir: str | os.PathLike, raw_root: str | os.PathLik
             print(f"{out}: complete ({len(ids)} cases), nothing to do")
         return out
 
+    # An existing folder is replaced only if this converter made it: a folder of the user's with
+    # the same name is never deleted (harness.ownership).
+    require_owned(out, "replace")
+
     # Pass 1: headers of every case (cheap), so that layout problems show up at once.
     geos: dict[str, nifti.Geometry] = {}
     for case in cases:
@@ -133,6 +139,7 @@ def convert(task: str, source_dir: str | os.PathLike, raw_root: str | os.PathLik
         info["skipped"] = skipped
         dj = spec.dataset_json(len(cases), **extra, conversion=info)
         write_json(tmp / "dataset.json", dj)
+        mark_created(tmp, f"converted dataset {spec.name}")
     if not quiet:
         print(summary.format())
         if skipped:

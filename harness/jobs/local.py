@@ -6,6 +6,15 @@ the report, which runs after its dependencies have ended, whatever their outcome
 is listed at the end. One bar with an ETA goes over the grid, one bar per running job (training
 iterations, then prediction cases, read from the run's ``progress.json``); each job's output goes
 to ``work/logs/<job>.log``.
+
+Two launchers may share a work folder (two ``make reproduce-table2``, or a local grid beside a
+SLURM one): a job whose lock another process holds is not started but followed until its lock is
+free, then counted done, failed, or (stopped there) run here. A worker that finds the lock taken
+in the meantime exits with ``EXIT_BUSY`` and is followed the same way, so each job runs once.
+
+Each worker leads its own process group (:func:`harness.processes.spawn`): when it ends, whatever
+it left behind in its group is killed; Ctrl-C or an error of the launcher stops every running
+group (SIGTERM, then SIGKILL after 30 s), and a launcher that dies takes its workers with it.
 """
 from __future__ import annotations
 
@@ -18,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.io import write_text
-from harness.jobs.plan import Job, index_jobs, job_status
+from harness.jobs.plan import Job, index_jobs, job_status, log_path, safe_name
+from harness.jobs.tracking import last_error_line, run_error
+from harness.processes import EXIT_BUSY, spawn, stop_group, sweep_group, usable_cpus
 
 TERMINAL = ("done", "ok", "failed", "skipped")
 
@@ -38,12 +49,7 @@ class Outcome:
         return not self.failed and not self.skipped
 
 
-def safe_name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-
-
 def _failure_reason(job: Job, log: Path) -> str:
-    from harness.jobs.tracking import last_error_line, run_error   # tracking imports this module
     reason = run_error(job) or last_error_line(log)
     if reason:
         return reason
@@ -93,6 +99,12 @@ class _Bars:
         bar.n = p["done"]
         bar.refresh()
 
+    def drop(self, job: Job) -> None:
+        """Close a job's bar without counting it (it went back to waiting)."""
+        bar = self.slots.pop(job.key, None)
+        if bar is not None:
+            bar.close()
+
     def finish(self, job: Job) -> None:
         bar = self.slots.pop(job.key, None)
         if bar is not None:
@@ -120,31 +132,50 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, progress: bool | None = None
         if s == "done":
             state[j.key] = "done"
             out.already_done.append(j.key)
-        elif s == "running":
-            state[j.key] = "skipped"
-            out.skipped[j.key] = "running in another process"
         else:
-            state[j.key] = "pending"
-    todo = [j for j in jobs if state[j.key] == "pending"]
+            state[j.key] = "waiting" if s == "running" else "pending"
+    todo = [j for j in jobs if state[j.key] != "done"]
     bars = _Bars(len(todo), sys.stderr.isatty() if progress is None else progress)
     env = dict(os.environ)
     if parallel > 1:
-        env["MEDNEXT_BENCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+        env["MEDNEXT_BENCH_THREADS"] = str(max(1, usable_cpus() // parallel))
+    running: dict[str, tuple[subprocess.Popen, object, float]] = {}
     n_done = 0
+
+    def end(job: Job, verdict: str, secs: float, reason: str = "") -> None:
+        nonlocal n_done
+        n_done += 1
+        state[job.key] = verdict
+        label = {"ok": "ok    ", "failed": "FAILED", "done": "done elsewhere"}.get(verdict, verdict)
+        bars.write(f"[{n_done}/{len(todo)}] {label} {secs:7.1f}s  {job.label}"
+                   + (f": {reason}" if reason else ""))
+        bars.finish(job)
+
     try:
-        while any(state[j.key] == "pending" for j in todo) or running:
+        while any(state[j.key] in ("pending", "waiting") for j in todo) or running:
             for j in todo:
+                if state[j.key] == "waiting":
+                    # Another process holds the job: follow it until its lock is free.
+                    s = job_status(j)
+                    if s == "done":
+                        out.already_done.append(j.key)
+                        end(j, "done", 0.0)
+                    elif s == "failed":
+                        reason = f"failed in another process: {_failure_reason(j, log_path(j.work, j.key))}"
+                        out.failed[j.key] = reason
+                        end(j, "failed", 0.0, reason)
+                    elif s == "pending":
+                        state[j.key] = "pending"         # stopped there: ours to resume
                 if state[j.key] != "pending":
                     continue
-                deps = [state[d] for d in j.deps]
                 bad = [d for d in j.deps if state[d] in ("failed", "skipped")]
                 if bad and not j.after_any:
-                    state[j.key] = "skipped"
                     out.skipped[j.key] = f"dependency {bad[0]} {state[bad[0]]}"
+                    state[j.key] = "skipped"
                     bars.finish(j)
                     n_done += 1
                     continue
+                deps = [state[d] for d in j.deps]
                 ready = all(s in TERMINAL for s in deps) if j.after_any else \
                     all(s in ("done", "ok") for s in deps)
                 if ready and len(running) < parallel:
@@ -158,33 +189,31 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, progress: bool | None = None
                 rc = proc.poll()
                 if rc is None:
                     continue
+                sweep_group(proc.pid)          # whatever the job started and left behind
                 log_fh.close()
                 del running[key]
-                n_done += 1
                 secs = time.time() - t0
+                if rc == EXIT_BUSY:            # it started elsewhere meanwhile: follow it
+                    state[key] = "waiting"
+                    bars.drop(job)
+                    continue
                 out.seconds[key] = round(secs, 1)
-                log = _log_path(job)
+                log = log_path(job.work, job.key)
                 if rc == 0 and job_status(job) == "done":
-                    state[key] = "ok"
                     out.ran.append(key)
-                    bars.write(f"[{n_done}/{len(todo)}] ok     {secs:7.1f}s  {job.label}")
+                    end(job, "ok", secs)
                 else:
-                    state[key] = "failed"
                     reason = _failure_reason(job, log) if rc != 0 else \
                         f"exited 0 but the job is not done (status {job_status(job)})"
                     out.failed[key] = f"{reason} (log: {log})"
-                    bars.write(f"[{n_done}/{len(todo)}] FAILED {secs:7.1f}s  {job.label}: {reason}")
-                bars.finish(job)
-            if running:
+                    end(job, "failed", secs, reason)
+            if running or any(state[j.key] == "waiting" for j in todo):
                 time.sleep(poll)
     except BaseException:
+        # Ctrl-C or an error of the launcher: every job's whole process group goes down with it
+        # (each worker records its run as interrupted; the next launch resumes it).
         for proc, log_fh, _ in running.values():
-            proc.terminate()
-        for proc, log_fh, _ in running.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_group(proc, grace_s=30)
             log_fh.close()
         raise
     finally:
@@ -192,22 +221,21 @@ def run_jobs(jobs: list[Job], *, parallel: int = 1, progress: bool | None = None
     return out
 
 
-def _log_path(job: Job) -> Path:
-    return job.work / "logs" / f"{safe_name(job.key)}.log"
-
-
 def _launch(job: Job, env: dict) -> tuple[subprocess.Popen, object]:
-    job_file = job.work / "jobs" / f"{safe_name(job.key)}.json"
+    job_file = local_job_file(job.work, job.key)
     write_text(job_file, job.to_json())
-    log = _log_path(job)
+    log = log_path(job.work, job.key)
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = open(log, "a")
     fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.key} =====\n")
     fh.flush()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.jobs.worker", str(job_file)],
-                            stdout=fh, stderr=subprocess.STDOUT, env=env,
-                            stdin=subprocess.DEVNULL)
+    proc = spawn([sys.executable, "-m", "harness.jobs.worker", str(job_file)], stdout=fh, env=env)
     return proc, fh
+
+
+def local_job_file(work: Path, key: str) -> Path:
+    """The job file the local backend hands its worker (apart from SLURM's job records)."""
+    return Path(work) / "jobs" / "local" / f"{safe_name(key)}.json"
 
 
 def summarize(out: Outcome, jobs: list[Job]) -> str:

@@ -3,9 +3,11 @@
 A study (``table2``, ``ablations``) under a profile (``paper``, ``quick``, ``smoke``) becomes a list
 of :class:`Job` in topological order:
 
-- ``prepare:<dataset>``  -- raw data into ``work/nnUNet_raw`` (phantom generated, or linked from
-  ``--data``), validated, planned once with nnU-Net v2 and the protocol imposed (1 mm isotropic),
-  preprocessed once, ``splits_final.json`` written. Every model of the dataset shares it.
+- ``prepare:<dataset>-<fingerprint>`` -- one version of a dataset's data into its own data root
+  ``work/datasets/<dataset>-<fingerprint>/`` (phantom generated, or real data linked from
+  ``--data`` and used in place, never copied, moved or deleted), validated, planned once with
+  nnU-Net v2 and the protocol imposed (1 mm isotropic), preprocessed once, ``splits_final.json``
+  written. Every model of the dataset shares it.
 - ``train:<run_id>``     -- one cell (dataset, model, fold): train, predict the fold's validation
   cases in original geometry, per-case metrics. Depends on its ``prepare`` job and, for UpKern and
   "continue" runs, on the ``train`` job of the run it starts from (same dataset, fold, profile).
@@ -19,16 +21,28 @@ get the graph, ``job_status`` to skip finished work, and ``execute`` (in a fresh
 job returns at once, an interrupted train job resumes from ``checkpoint_latest.pth`` (this is how a
 SLURM requeue resumes), so backends may re-run anything that is not ``done``.
 
+One job runs in one process at a time: ``execute`` holds the job's OS lock
+(:mod:`harness.jobs.locks`, ``work/locks/<job>.lock``) for the whole job and decides what to do
+only once it holds it. A job whose lock another process holds reads as ``running``, wherever that
+process runs; one whose ``run.json`` says running but whose lock is free was killed, and reads as
+``pending`` (executing it resumes it).
+
 This follows the paper's protocol (Sect. 3.1) as a graph; the paper has no such layer.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.studies import load_profile, load_study
+from harness.errors import UserError
+from harness.jobs.files import lock_path, log_path, run_status, safe_name  # noqa: F401 (API)
+from harness.jobs.locks import JobLock, is_locked
+from harness.ownership import ensure_folder
+from harness.studies import load_profile, load_study, results_root
+from harness.studies.runs import (PlannedRun, data_root, recorded_sources, resolve_sources,
+                                  run_chain, run_plan)
 
 KINDS = ("prepare", "train", "report")
 STATUSES = ("done", "failed", "running", "pending")
@@ -39,7 +53,7 @@ class Job:
     """One unit of work, JSON-serialisable so that any backend can ship it to another process.
 
     Args:
-        key: unique and stable: ``"prepare:<dataset>"``, ``"train:<run_id>"``,
+        key: unique and stable: ``"prepare:<dataset>-<fingerprint12>"``, ``"train:<run_id>"``,
             ``"report:<study>-<profile>"``.
         kind: ``"prepare"`` | ``"train"`` | ``"report"``.
         payload: everything :func:`execute` needs (JSON types only, absolute ``work`` folder).
@@ -49,7 +63,7 @@ class Job:
 
     Example::
 
-        Job(key="prepare:phantom-btcv", kind="prepare", payload={"work": "/abs/work", ...},
+        Job(key="prepare:phantom-btcv-3f2a9c01d4e5", kind="prepare", payload={"work": "/abs/work", ...},
             deps=(), label="phantom-btcv / prepare")
     """
 
@@ -97,9 +111,8 @@ class Job:
         return cls.from_dict(json.loads(text))
 
 
-def default_results_root() -> Path:
-    """Where reports go: ``$MEDNEXT_BENCH_RESULTS`` or ``./results``."""
-    return Path(os.environ.get("MEDNEXT_BENCH_RESULTS", "results")).resolve()
+class JobBusy(RuntimeError):
+    """The job's lock is held by another process: it is running elsewhere."""
 
 
 def index_jobs(jobs: list[Job]) -> dict[str, Job]:
@@ -114,33 +127,90 @@ def index_jobs(jobs: list[Job]) -> dict[str, Job]:
     return by_key
 
 
+def select_jobs(jobs: list[Job], models=None, datasets=None, folds=None) -> list[Job]:
+    """The train jobs matching every given filter, plus all they depend on, plus the report.
+
+    ``datasets`` matches dataset (``phantom-btcv``) or task (``btcv``) names. The report, if any,
+    keeps only the selected training jobs as dependencies. No filter: ``jobs`` unchanged.
+    """
+    if not (models or datasets or folds):
+        return list(jobs)
+    trains = [j for j in jobs if j.kind == "train"]
+    for name, wanted, have in (
+            ("model", models, {j.payload["spec"]["model"] for j in trains}),
+            ("dataset", datasets, {j.payload["spec"][k] for j in trains for k in ("dataset", "task")}),
+            ("fold", folds, {int(j.payload["spec"]["fold"]) for j in trains})):
+        unknown = sorted(set(wanted or ()) - have, key=str)
+        if unknown:
+            raise ValueError(f"{name}(s) {unknown} not in this study; it has {sorted(have, key=str)}")
+
+    def chosen(j: Job) -> bool:
+        spec = j.payload["spec"]
+        return ((not models or spec["model"] in models)
+                and (not datasets or spec["dataset"] in datasets or spec["task"] in datasets)
+                and (not folds or int(spec["fold"]) in {int(f) for f in folds}))
+
+    by_key = {j.key: j for j in jobs}
+    keep: set[str] = set()
+    stack = [j.key for j in trains if chosen(j)]
+    while stack:
+        key = stack.pop()
+        if key not in keep:
+            keep.add(key)
+            stack.extend(by_key[key].deps)
+    out = []
+    for j in jobs:
+        if j.key in keep:
+            out.append(j)
+        elif j.kind == "report" and keep:
+            out.append(Job(key=j.key, kind=j.kind, payload=j.payload, label=j.label,
+                           deps=tuple(d for d in j.deps if d in keep)))
+    return out
+
+
+def _tasks(study_datasets, prof, datasets) -> list[str]:
+    """The study's tasks, restricted to ``datasets`` (task or dataset names) when given."""
+    if not datasets:
+        return list(study_datasets)
+    names = {t: {t, prof.dataset_name(t)} for t in study_datasets}
+    unknown = sorted(set(datasets) - set().union(*names.values()))
+    if unknown:
+        raise UserError(f"dataset(s) {unknown} not in this study; it has "
+                        f"{sorted(prof.dataset_name(t) for t in study_datasets)}")
+    return [t for t in study_datasets if names[t] & set(datasets)]
+
+
 def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *,
-               results: Path | None = None) -> list[Job]:
+               results: Path | None = None, datasets=None) -> list[Job]:
     """The jobs of ``study`` under ``profile``, in topological order (deps always come first).
 
     ``data`` is the folder of converted raw datasets (``Dataset501_BTCV`` ...) for real-data
-    profiles; phantom profiles generate their data and ignore it. ``results`` defaults to
-    :func:`default_results_root`.
+    profiles: each dataset is fingerprinted (cached; the first time reads every file once) and
+    its fingerprint is part of every run id. Phantom profiles generate their data and ignore it.
+    ``datasets`` restricts the plan to those tasks (only they need to exist). ``results``
+    defaults to :func:`harness.studies.results_root`.
     """
-    from harness.jobs.runs import run_plan
-
     st, prof = load_study(study), load_profile(profile)
     work = Path(work).resolve()
     if prof.data == "real" and data is None:
-        raise ValueError(f"profile {profile!r} trains on real data: pass --data DIR "
-                         "(a folder of converted nnU-Net raw datasets)")
-    data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
-    results_dir = (Path(results).resolve() if results else default_results_root()) / f"{study}-{profile}"
+        raise UserError(f"profile {profile!r} trains on real data: pass --data DIR "
+                        "(a folder of converted nnU-Net raw datasets)")
+    tasks = _tasks(st.datasets, prof, datasets)
+    ensure_folder(work, "work folder")
+    sources = resolve_sources(tasks, prof, work, data if prof.data == "real" else None)
+    results_dir = (Path(results).resolve() if results else results_root()) / f"{study}-{profile}"
 
-    jobs = [make_prepare_job(task, prof, work, data_abs) for task in st.datasets]
+    jobs = [make_prepare_job(t, prof, work, sources[t], data) for t in tasks]
     train_keys: list[str] = []
-    for run in run_plan(st, prof):       # sources of UpKern/continue come before their users
+    sub = dataclasses.replace(st, datasets=tuple(tasks))
+    for run in run_plan(sub, prof, sources):   # sources of UpKern/continue come before their users
         jobs.append(make_train_job(run, prof, work))
         train_keys.append(jobs[-1].key)
+    report_sources = {**recorded_sources(st.datasets, prof, work), **sources}
     jobs.append(Job(
         key=f"report:{study}-{profile}", kind="report",
         payload={"work": str(work), "study": study, "profile": profile,
-                 "results": str(results_dir)},
+                 "results": str(results_dir), "sources": report_sources},
         deps=tuple(train_keys), label=f"{study} / {profile} / report"))
     return jobs
 
@@ -148,85 +218,88 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
 def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
               data: Path | None = None) -> list[Job]:
     """The jobs of one cell alone: its dataset's prepare job, the runs it starts from, the run."""
-    from harness.jobs.runs import run_chain
-
     prof = load_profile(profile)
     work = Path(work).resolve()
     if prof.data == "real" and data is None:
-        raise ValueError(f"profile {profile!r} trains on real data: pass --data DIR")
-    data_abs = str(Path(data).resolve()) if (data is not None and prof.data == "real") else None
-    return [make_prepare_job(task, prof, work, data_abs)] + \
-        [make_train_job(run, prof, work) for run in run_chain(task, model, fold, prof)]
+        raise UserError(f"profile {profile!r} trains on real data: pass --data DIR")
+    ensure_folder(work, "work folder")
+    source = resolve_sources([task], prof, work, data if prof.data == "real" else None)[task]
+    return [make_prepare_job(task, prof, work, source, data)] + \
+        [make_train_job(run, prof, work) for run in run_chain(task, model, fold, prof, source)]
 
 
-def make_prepare_job(task: str, prof, work: Path, data_abs: str | None) -> Job:
-    """The ``prepare`` job of ``task``'s dataset under the profile ``prof`` (a ``Profile``)."""
+def prepare_key(dataset: str, source: dict) -> str:
+    return f"prepare:{dataset}-{source['fingerprint'][:12]}"
+
+
+def make_prepare_job(task: str, prof, work: Path, source: dict, data: Path | None = None) -> Job:
+    """The ``prepare`` job of ``task``'s dataset (``source``: its data block) under ``prof``."""
     dataset = prof.dataset_name(task)
-    return Job(key=f"prepare:{dataset}", kind="prepare",
-               payload={"work": str(work), "data": data_abs, "dataset": dataset, "task": task,
-                        "profile": prof.name},
+    path = str((Path(data) / source["folder"]).resolve()) if source["source"] == "real" else None
+    return Job(key=prepare_key(dataset, source), kind="prepare",
+               payload={"work": str(work), "dataset": dataset, "task": task,
+                        "profile": prof.name, "data": source, "source_path": path},
                deps=(), label=f"{dataset} / prepare")
 
 
-def make_train_job(run: dict, prof, work: Path) -> Job:
-    """The ``train`` job of one run (a dict of ``runs.run_plan`` / ``runs.run_chain``)."""
-    deps = [f"prepare:{run['dataset']}"]
-    if run["spec"]["init"] is not None:
-        deps.append(f"train:{run['spec']['init']['run_id']}")
-    return Job(key=f"train:{run['run_id']}", kind="train",
-               payload={"work": str(work), "run_id": run["run_id"], "spec": run["spec"],
-                        "profile": prof.name, "in_study": run["in_study"]},
-               deps=tuple(deps), label=f"{run['dataset']} / {run['model']} / fold {run['fold']}")
+def make_train_job(run: PlannedRun, prof, work: Path) -> Job:
+    """The ``train`` job of one planned run (``harness.studies.runs.run_plan`` / ``run_chain``)."""
+    spec = run.spec
+    deps = [prepare_key(spec.dataset, spec.data)]
+    if spec.init is not None:
+        deps.append(f"train:{spec.init['run_id']}")
+    return Job(key=f"train:{spec.run_id}", kind="train",
+               payload={"work": str(work), "run_id": spec.run_id, "spec": spec.to_dict(),
+                        "profile": prof.name, "in_study": run.in_study},
+               deps=tuple(deps), label=f"{spec.dataset} / {spec.model} / fold {spec.fold}")
 
 
-def expected_runs(study: str, profile: str, work: Path) -> list[dict]:
-    """The cells a study declares under a profile: one dict per (dataset, model, fold).
-
-    Keys: ``run_id``, ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute). Only the
-    study's own rows (a k3 source run that the study does not list is not a cell of it).
-    """
-    from harness.jobs.runs import run_plan
-
-    work = Path(work).resolve()
-    out = []
-    for run in run_plan(load_study(study), load_profile(profile)):
-        if not run["in_study"]:
-            continue
-        out.append({"run_id": run["run_id"], "dataset": run["dataset"], "task": run["task"],
-                    "model": run["model"], "fold": run["fold"],
-                    "run_dir": str(work / "runs" / run["run_id"])})
-    return out
+def job_data_root(job: Job) -> Path:
+    """The data root a prepare or train job works in."""
+    if job.kind == "prepare":
+        return data_root(job.work, job.payload["dataset"], job.payload["data"])
+    spec = job.payload["spec"]
+    return data_root(job.work, spec["dataset"], spec["data"])
 
 
-def execute(job: Job) -> None:
-    """Do ``job`` in the current process. Returns at once if it is done; raises on failure.
+def execute(job: Job, *, wait_lock: bool = False) -> None:
+    """Do ``job`` in the current process, holding its lock. Returns at once if it is done;
+    raises on failure, and :class:`JobBusy` when another process holds the lock (unless
+    ``wait_lock``, which waits for it, then finds the job done or takes it over).
 
     Call it under ``if __name__ == "__main__":`` (nnU-Net's pools use spawn): the worker does.
     """
-    if job.kind == "prepare":
-        from harness.jobs.prepare import prepare_dataset
-        prepare_dataset(job.payload)
-    elif job.kind == "train":
-        from harness.jobs.train import train_job
-        train_job(job.payload)
-    elif job.kind == "report":
-        from harness.jobs.reporting import report_job
-        report_job(job.payload)
-    else:  # unreachable: Job validates kind
-        raise ValueError(f"unknown job kind {job.kind!r}")
+    lock = JobLock(lock_path(job.work, job.key))
+
+    def waiting():
+        print(f"job {job.key} is running in another process: waiting for {lock.path}", flush=True)
+
+    if not lock.acquire(wait=wait_lock, on_wait=waiting):
+        raise JobBusy(f"job {job.key} is running in another process (lock {lock.path} is held)")
+    try:
+        if job.kind == "prepare":
+            from harness.jobs.prepare import prepare_dataset
+            prepare_dataset(job.payload)
+        elif job.kind == "train":
+            from harness.jobs.train import train_job
+            train_job(job.payload)
+        elif job.kind == "report":
+            from harness.jobs.reporting import report_job
+            report_job(job.payload)
+        else:  # unreachable: Job validates kind
+            raise ValueError(f"unknown job kind {job.kind!r}")
+    finally:
+        lock.release()
 
 
 def job_status(job: Job) -> str:
-    """``"done"`` | ``"failed"`` | ``"running"`` | ``"pending"``, read from the work folder.
-
-    A train run whose ``run.json`` says "running" but whose process is gone (same host, dead pid:
-    it was killed) reads as ``"pending"``: executing it again resumes it.
-    """
+    """``"done"`` | ``"failed"`` | ``"running"`` | ``"pending"``, read from the work folder."""
+    if job.kind == "train":
+        return run_status(job.work, job.payload["run_id"])
+    if is_locked(lock_path(job.work, job.key)):
+        return "running"
     if job.kind == "prepare":
         from harness.jobs.prepare import prepare_status
         return prepare_status(job.payload)
-    if job.kind == "train":
-        from harness.jobs.runs import run_status
-        return run_status(Path(job.payload["work"]) / "runs" / job.payload["run_id"])
     from harness.jobs.reporting import report_status
     return report_status(job.payload)

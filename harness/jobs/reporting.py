@@ -11,19 +11,24 @@ import json
 from pathlib import Path
 
 from harness.io import write_json
-from harness.jobs.runs import run_status
+from harness.jobs.files import run_status
+from harness.studies.runs import expected_runs
 
 
 def _stamp_path(payload: dict) -> Path:
     return Path(payload["work"]) / "reports" / f"{payload['study']}-{payload['profile']}.json"
 
 
-def _snapshot(payload: dict) -> dict:
-    from harness.jobs.plan import expected_runs
+def _expected(payload: dict) -> list[dict]:
+    return expected_runs(payload["study"], payload["profile"], Path(payload["work"]),
+                         sources=payload.get("sources"))
 
+
+def _snapshot(payload: dict) -> dict:
     work = Path(payload["work"])
-    cells = {r["run_id"]: run_status(work / "runs" / r["run_id"])
-             for r in expected_runs(payload["study"], payload["profile"], work)}
+    cells = {f"{r['dataset']}/{r['model']}/{r['fold']}":
+             [r["run_id"], run_status(work, r["run_id"]) if r["run_id"] else "no data"]
+             for r in _expected(payload)}
     return {"results": str(payload["results"]), "cells": cells}
 
 
@@ -45,5 +50,5 @@ def report_job(payload: dict) -> None:
         return
     snapshot = _snapshot(payload)
     make_report(payload["study"], payload["profile"], Path(payload["work"]),
-                Path(payload["results"]))
+                Path(payload["results"]), expected=_expected(payload))
     write_json(_stamp_path(payload), snapshot)

@@ -32,53 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.cluster import ClusterProfile, Resources, load_cluster
-from harness.jobs.plan import Job, index_jobs, job_status, plan_study
+from harness.jobs.plan import Job, index_jobs, job_status, plan_study, select_jobs
 from harness.jobs.slurm_task import JobTask
 from harness.jobs.tracking import ACTIVE, queue_states, read_record, write_record
 
 
-# ---- choosing jobs ----------------------------------------------------------------------------
-
-def select_jobs(jobs: list[Job], models=None, datasets=None, folds=None) -> list[Job]:
-    """The train jobs matching every given filter, plus all they depend on, plus the report.
-
-    ``datasets`` matches dataset (``phantom-btcv``) or task (``btcv``) names. The report, if any,
-    keeps only the selected training jobs as dependencies. No filter: ``jobs`` unchanged.
-    """
-    if not (models or datasets or folds):
-        return list(jobs)
-    trains = [j for j in jobs if j.kind == "train"]
-    for name, wanted, have in (
-            ("model", models, {j.payload["spec"]["model"] for j in trains}),
-            ("dataset", datasets, {j.payload["spec"][k] for j in trains for k in ("dataset", "task")}),
-            ("fold", folds, {int(j.payload["spec"]["fold"]) for j in trains})):
-        unknown = sorted(set(wanted or ()) - have, key=str)
-        if unknown:
-            raise ValueError(f"{name}(s) {unknown} not in this study; it has {sorted(have, key=str)}")
-
-    def chosen(j: Job) -> bool:
-        spec = j.payload["spec"]
-        return ((not models or spec["model"] in models)
-                and (not datasets or spec["dataset"] in datasets or spec["task"] in datasets)
-                and (not folds or int(spec["fold"]) in {int(f) for f in folds}))
-
-    by_key = {j.key: j for j in jobs}
-    keep: set[str] = set()
-    stack = [j.key for j in trains if chosen(j)]
-    while stack:
-        key = stack.pop()
-        if key not in keep:
-            keep.add(key)
-            stack.extend(by_key[key].deps)
-    out = []
-    for j in jobs:
-        if j.key in keep:
-            out.append(j)
-        elif j.kind == "report" and keep:
-            out.append(Job(key=j.key, kind=j.kind, payload=j.payload, label=j.label,
-                           deps=tuple(d for d in j.deps if d in keep)))
-    return out
-
+# ---- resources --------------------------------------------------------------------------------
 
 def job_resources(job: Job, cluster: ClusterProfile) -> Resources:
     if job.kind == "train":
@@ -255,7 +214,8 @@ def submit_study(study: str, profile: str, work: Path | str, data: Path | str | 
         sub = submit_study("table2", "paper", "work", "/data/converted", "mysite")
         print(sub.summary())
     """
-    jobs = plan_study(study, profile, Path(work), Path(data) if data else None, results=results)
+    jobs = plan_study(study, profile, Path(work), Path(data) if data else None, results=results,
+                      datasets=datasets)
     sub = submit_jobs(select_jobs(jobs, models, datasets, folds), cluster, dry_run=dry_run)
     if echo:
         print(sub.summary(), flush=True)

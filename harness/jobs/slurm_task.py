@@ -25,6 +25,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from harness.io import write_json, write_text
 from harness.jobs.plan import Job, job_status
 from harness.jobs.tracking import read_record, record_path
+from harness.processes import spawn, sweep_group, usable_cpus
 
 
 class JobTask(Checkpointable):
@@ -53,14 +54,16 @@ class JobTask(Checkpointable):
         job_file = _job_file(job)
         env = dict(os.environ)
         # One torch thread per CPU SLURM gave the job (not the whole node); the worker applies it.
-        env.setdefault("MEDNEXT_BENCH_THREADS", os.environ.get("SLURM_CPUS_PER_TASK")
-                       or str(os.cpu_count() or 1))
+        env.setdefault("MEDNEXT_BENCH_THREADS", str(usable_cpus()))
         print(f"job {job.key} ({job.label}) attempt {self.attempt} on {socket.gethostname()}, "
               f"SLURM job {os.environ.get('SLURM_JOB_ID', '-')}", flush=True)
-        _CHILD = subprocess.Popen([sys.executable, "-m", "harness.jobs.worker", str(job_file)],
-                                  env=env, stdin=subprocess.DEVNULL, preexec_fn=_ignore_usr2)
+        # --wait-lock: if a launcher elsewhere (a local grid on the same folder) runs this job,
+        # wait for it and find the job done rather than fail and cancel the dependants.
+        _CHILD = spawn([sys.executable, "-m", "harness.jobs.worker", "--wait-lock", str(job_file)],
+                       env=env, extra_preexec=_ignore_usr2)
         try:
             rc = _CHILD.wait()
+            sweep_group(_CHILD.pid)
         except BaseException:
             # submitit gave up on a requeue (too many timeouts) or the job is going down:
             # the worker must not outlive this process.
@@ -98,7 +101,7 @@ def _ignore_usr2() -> None:
 
 
 def _stop_child(grace_s: float = 60.0) -> None:
-    """SIGTERM the worker and reap it, SIGKILL after ``grace_s``.
+    """SIGTERM the worker's process group and reap the worker, SIGKILL the group after ``grace_s``.
 
     Runs inside a signal handler that may have interrupted ``Popen.wait()``, which holds the
     Popen's wait lock: so ``os.waitpid`` here, never ``Popen.wait``/``poll``.
@@ -107,16 +110,20 @@ def _stop_child(grace_s: float = 60.0) -> None:
     if child is None or child.returncode is not None:
         return
     try:
-        os.kill(child.pid, signal.SIGTERM)
+        group = os.getpgid(child.pid) == child.pid     # a spawn()-ed worker leads its group
+        kill = os.killpg if group else os.kill
+        kill(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while os.waitpid(child.pid, os.WNOHANG) == (0, 0):
             if time.monotonic() > deadline:
-                os.kill(child.pid, signal.SIGKILL)
+                kill(child.pid, signal.SIGKILL)
                 os.waitpid(child.pid, 0)
                 break
             time.sleep(0.2)
     except (ProcessLookupError, ChildProcessError):
-        pass                                  # already gone (and reaped)
+        return                                # already gone (and reaped)
+    if group:
+        sweep_group(child.pid)
 
 
 def _job_file(job: Job) -> Path:

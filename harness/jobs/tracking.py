@@ -2,9 +2,10 @@
 
 Every submitted job leaves ``work/jobs/<key>.json``: the job itself (``Job.to_dict()``, so that
 ``python -m harness.jobs.worker`` can run the file) plus a ``slurm`` block with the job id, the
-cluster profile, the log paths and the ids of earlier submissions. The local backend writes the
-same file without that block. :func:`queue_states` asks SLURM about recorded ids (``squeue`` for
-what it still holds, ``sacct`` for the rest), and :func:`cell_statuses` combines both sources into
+cluster profile, the log paths and the ids of earlier submissions. The local backend keeps its
+job files in ``work/jobs/local/`` instead (a local grid beside a SLURM one does not overwrite
+SLURM's records) and logs to ``work/logs/<job>.log``. :func:`queue_states` asks SLURM about
+recorded ids (``squeue`` for what it still holds, ``sacct`` for the rest), and :func:`cell_statuses` combines both sources into
 one line per job: done, running, pending or failed, with job id, log and last error line.
 
 The files decide "done" (a job whose run folder says done is done whatever SLURM says); SLURM
@@ -19,8 +20,7 @@ import subprocess
 from pathlib import Path
 
 from harness.io import write_json
-from harness.jobs.local import safe_name   # the same file names as the local backend's
-from harness.jobs.plan import Job, job_status
+from harness.jobs.plan import Job, job_status, log_path, safe_name
 
 # SLURM job states (sacct/squeue long names) by what they mean for a job that is not done.
 ACTIVE_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
@@ -156,7 +156,7 @@ def cell_statuses(jobs: list[Job], env: dict | None = None, query_slurm: bool = 
         slurm = (records[job.key] or {}).get("slurm") or {}
         jid = slurm.get("job_id")
         state = states.get(jid) if jid else None
-        local_log = job.work / "logs" / f"{safe_name(job.key)}.log"
+        local_log = log_path(job.work, job.key)
         log = slurm.get("stdout") if slurm else (str(local_log) if local_log.exists() else "")
         status = files
         if files != "done" and state is not None:

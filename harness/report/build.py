@@ -182,7 +182,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                 paper_root: str | Path | None = None, with_figures: bool = True) -> dict:
     """Write every report of ``study``/``profile`` into ``out`` (default ``results/<study>-<profile>``).
 
-    ``expected`` (the declared cells) defaults to ``harness.jobs.plan.expected_runs``; ``compute``
+    ``expected`` (the declared cells) defaults to ``harness.studies.runs.expected_runs``; ``compute``
     (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. Returns the paths
     written, the collection and the timings.
     """
@@ -193,7 +193,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     work = Path(work)
     out = Path(out) if out is not None else Path("results") / f"{study}-{profile}"
     if expected is None:
-        from harness.jobs.plan import expected_runs
+        from harness.studies.runs import expected_runs
         expected = expected_runs(study, profile, work)
     col = collect(expected, work)
     per_case, cells = col.per_case, col.cells

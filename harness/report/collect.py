@@ -1,13 +1,15 @@
 """Collect a study's per-case tables and account for every declared cell.
 
-The declared grid comes from ``harness.jobs.plan.expected_runs(study, profile, work)`` (one dict
+The declared grid comes from ``harness.studies.runs.expected_runs(study, profile, work)`` (one dict
 per dataset x model x fold: ``run_id``, ``dataset``, ``task``, ``model``, ``fold``). Each cell's
 state is read from ``work/runs/<run_id>/run.json`` ("status") and its ``metrics.csv``:
 
 - ``ok``: done, with a readable per-case table;
 - ``no-metrics``: done, but ``metrics.csv`` is missing or unreadable (the reason is kept);
-- ``failed`` / ``running``: as ``run.json`` says (with its error text);
-- ``missing``: no ``run.json`` at all.
+- ``failed`` / ``running`` / ``interrupted``: as ``run.json`` says (with its error text; an
+  interrupted run resumes when the study runs again);
+- ``missing``: no ``run.json`` at all, or no run id: the data of a real dataset were never
+  planned in this work folder, so which run would hold the cell is unknown.
 
 Nothing is dropped silently: every non-``ok`` cell is listed in the report. This is the
 nnU-Net habit of pooling the five validation folds per model, made explicit about what is absent.
@@ -21,7 +23,7 @@ from typing import Sequence
 
 import pandas as pd
 
-STATES = ("ok", "no-metrics", "failed", "running", "missing")
+STATES = ("ok", "no-metrics", "failed", "running", "interrupted", "missing")
 REQUIRED_COLUMNS = ("run_id", "dataset", "model", "fold", "case", "class", "metric", "value",
                     "ref_empty", "pred_empty")
 
@@ -49,7 +51,7 @@ def _read_status(run_dir: Path) -> tuple[str, str]:
     error = str(rec.get("error") or "")
     if status == "done":
         return "done", error
-    if status in ("failed", "running"):
+    if status in ("failed", "running", "interrupted"):
         return status, error
     return "failed", f"run.json has unknown status {status!r}"
 
@@ -81,8 +83,12 @@ def collect(expected: Sequence[dict], work: str | Path) -> Collection:
     runs = Path(work) / "runs"
     cells, tables = [], []
     for cell in expected:
+        if cell.get("run_id") is None:
+            state, detail = "missing", (f"no data of {cell['dataset']} planned in {work} "
+                                        "(convert it and run the study with --data)")
+        else:
+            state, detail = _read_status(runs / str(cell["run_id"]))
         run_dir = runs / str(cell["run_id"])
-        state, detail = _read_status(run_dir)
         if state == "done":
             df, detail = _read_metrics(run_dir / "metrics.csv", cell)
             if df is None:
@@ -112,7 +118,7 @@ def collect(expected: Sequence[dict], work: str | Path) -> Collection:
 
 
 def collect_study(study: str, profile: str, work: str | Path) -> Collection:
-    """``collect`` over the grid that ``harness.jobs.plan.expected_runs`` declares."""
-    from harness.jobs.plan import expected_runs
+    """``collect`` over the grid that ``harness.studies.runs.expected_runs`` declares."""
+    from harness.studies.runs import expected_runs
 
     return collect(expected_runs(study, profile, Path(work)), work)

@@ -9,6 +9,7 @@ declared is either run, reported as missing, or reported as failed: never silent
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +77,11 @@ class Study:
         for row in self.rows:
             seen.setdefault(row.model, None)
         return tuple(seen)
+
+
+def results_root() -> Path:
+    """Where reports go: ``$MEDNEXT_BENCH_RESULTS`` or ``./results``."""
+    return Path(os.environ.get("MEDNEXT_BENCH_RESULTS", "results")).resolve()
 
 
 @lru_cache(maxsize=None)

@@ -40,14 +40,17 @@ COLUMNS = ("model", "kidney_dice", "training_seconds", "meets_target", "kidney_t
 def sanity_jobs(work: Path) -> list:
     """The benchmark's jobs: prepare the KiTS19 phantom, then one training run per model."""
     from harness.jobs.plan import make_prepare_job, make_train_job
-    from harness.jobs.runs import run_chain
     from harness.studies import load_profile
+    from harness.studies.runs import phantom_data, run_chain
 
     base = load_profile(PROFILE)
-    jobs = [make_prepare_job("kits19", base, work, None)]
+    work = Path(work).resolve()
+    source = phantom_data("kits19", base)
+    jobs = [make_prepare_job("kits19", base, work, source)]
     for model in MODELS:
         prof = replace(base, epochs=base.epochs * EPOCHS_FACTOR[model])
-        jobs += [make_train_job(run, prof, work) for run in run_chain("kits19", model, 0, prof)]
+        jobs += [make_train_job(run, prof, work)
+                 for run in run_chain("kits19", model, 0, prof, source)]
     return jobs
 
 
