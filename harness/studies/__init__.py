@@ -5,16 +5,21 @@ label and group the paper prints); ``profiles.json`` says how each profile scale
 (folds, epochs x iterations, patch and batch, phantom or real data). The launcher, the collector,
 the SLURM backend and the reports all read these files through this module, so a cell that is
 declared is either run, reported as missing, or reported as failed: never silently dropped.
+The JSON files are package data, read through ``importlib.resources`` so that an installed wheel
+finds them as well as a checkout does.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 
-HERE = Path(__file__).resolve().parent
 STUDIES = ("table2", "ablations")
+
+
+def _read_json(name: str) -> dict:
+    return json.loads((files(__name__) / name).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class Study:
     title: str
     datasets: tuple[str, ...]      # paper task names: btcv, amos22, kits19, brats21
     rows: tuple[Row, ...]
-    paper_table: str               # stem of the transcribed table in results/paper/
+    paper_table: str               # stem of the transcribed table in harness/report/paper_tables/
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -80,7 +85,7 @@ class Study:
 
 @lru_cache(maxsize=None)
 def _profiles() -> dict:
-    return json.loads((HERE / "profiles.json").read_text())
+    return _read_json("profiles.json")
 
 
 def profile_names() -> tuple[str, ...]:
@@ -105,7 +110,7 @@ def load_profile(name: str) -> Profile:
 def load_study(name: str) -> Study:
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
-    s = json.loads((HERE / f"{name}.json").read_text())
+    s = _read_json(f"{name}.json")
     return Study(
         name=s["name"], title=s["title"], datasets=tuple(s["datasets"]),
         rows=tuple(Row(**r) for r in s["rows"]), paper_table=s["paper_table"],
