@@ -111,3 +111,23 @@ def test_cli_report_on_the_declared_grid(tmp_path, capsys):
     md = (tmp_path / "out" / "table1_right.md").read_text()
     assert "SDC = nsd_mednext_code" in md and "Standard Up and Downsampling" in md
     assert (tmp_path / "out" / "table1_right.tex").is_file()
+
+
+def test_results_root_follows_the_environment(tmp_path, monkeypatch):
+    from harness.studies import results_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEDNEXT_BENCH_RESULTS", raising=False)
+    assert results_root() == tmp_path.resolve() / "results"
+    monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", "elsewhere/r")
+    assert results_root() == tmp_path.resolve() / "elsewhere" / "r" and results_root().is_absolute()
+
+
+def test_report_without_out_goes_under_the_results_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", str(tmp_path / "r"))
+    cells = expected_cells(["phantom-btcv"], ["nnunet"], [0])
+    res = make_report("ablations", "smoke", tmp_path / "work", expected=cells, compute={},
+                      with_figures=False)
+    assert res["out"] == tmp_path / "r" / "ablations-smoke"
+    assert (tmp_path / "r" / "ablations-smoke" / "report.md").is_file()
+

@@ -7,15 +7,30 @@ the SLURM backend and the reports all read these files through this module, so a
 declared is either run, reported as missing, or reported as failed: never silently dropped.
 The JSON files are package data, read through ``importlib.resources`` so that an installed wheel
 finds them as well as a checkout does.
+
+:func:`results_root` is where reports go (``$MEDNEXT_BENCH_RESULTS``, default ``./results``):
+declared here, below both the jobs that launch a report and the report itself.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 
 STUDIES = ("table2", "ablations")
+RESULTS_ENV = "MEDNEXT_BENCH_RESULTS"
+
+
+def results_root() -> Path:
+    """The folder every report goes under (absolute): ``$MEDNEXT_BENCH_RESULTS`` or ``./results``.
+
+    Example: with ``MEDNEXT_BENCH_RESULTS=/scratch/r`` the quick Table 2 report is written to
+    ``/scratch/r/table2-quick``.
+    """
+    return Path(os.environ.get(RESULTS_ENV, "results")).resolve()
 
 
 def _read_json(name: str) -> dict:
