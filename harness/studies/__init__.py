@@ -20,6 +20,8 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
+from harness.errors import UserError
+
 STUDIES = ("table2", "ablations")
 RESULTS_ENV = "MEDNEXT_BENCH_RESULTS"
 
@@ -110,7 +112,7 @@ def profile_names() -> tuple[str, ...]:
 def load_profile(name: str) -> Profile:
     profiles = _profiles()
     if name not in profiles:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(profiles)}")
+        raise UserError(f"unknown profile {name!r}; known: {', '.join(profiles)}")
     p = profiles[name]
     return Profile(
         name=name, description=p["description"], data=p["data"], folds=tuple(p["folds"]),
@@ -124,7 +126,7 @@ def load_profile(name: str) -> Profile:
 
 def load_study(name: str) -> Study:
     if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+        raise UserError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
     s = _read_json(f"{name}.json")
     return Study(
         name=s["name"], title=s["title"], datasets=tuple(s["datasets"]),
