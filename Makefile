@@ -61,7 +61,7 @@ ablations: $(STAMP)  ## Table 1 (right): the MedNeXt-B ablations on BTCV and AMO
 
 report: $(STAMP)  ## rebuild every report from the stored per-case tables (no training)
 	$(BENCH) report --study table2 --profile $(PROFILE) --work $(WORK)
-	-$(BENCH) report --study ablations --profile $(PROFILE) --work $(WORK)
+	$(BENCH) report --study ablations --profile $(PROFILE) --work $(WORK)
 
 sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom -> results/sanity.csv
 	$(BENCH) sanity --work $(WORK)

@@ -18,7 +18,7 @@ from harness.studies.runs import RunSpec, recorded_sources, resolve_sources, run
 def ensemble_runs(model: str, dataset: str, profile: str, work: Path,
                   folds: list[int] | None = None,
                   data: Path | None = None) -> list[tuple[RunSpec, Path]]:
-    """``[(spec, checkpoint_final path)]`` for each fold; ``FileNotFoundError`` if one is missing.
+    """``[(spec, checkpoint_final path)]`` for each fold; :class:`UserError` if one is missing.
 
     Real data: the runs of the data in ``data`` (fingerprinted), or of the data last planned in
     ``work`` when ``data`` is None.
@@ -41,7 +41,7 @@ def ensemble_runs(model: str, dataset: str, profile: str, work: Path,
         ckpt = Path(work).resolve() / "runs" / spec.run_id / "checkpoint_final.pth"
         (runs if ckpt.is_file() else missing).append((spec, ckpt))
     if missing:
-        raise FileNotFoundError(
+        raise UserError(
             f"{model} on {dataset} ({profile}): fold(s) {[s.fold for s, _ in missing]} are not "
             f"trained (no {', '.join(str(c) for _, c in missing)}); train them with "
             f"`mednext-bench train --dataset {dataset} --model {model} --fold F --profile {profile}`")

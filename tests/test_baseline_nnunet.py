@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 
+import nnunetv2.experiment_planning.experiment_planners.network_topology as nnunetv2_topology
 import pytest
 import torch
 
 import baselines
 from baselines import nnunet
 from harness.compute import count_parameters, empty_init
-
-nnunetv2_topology = pytest.importorskip(
-    "nnunetv2.experiment_planning.experiment_planners.network_topology")
 
 # (patch, spacing): isotropic, the paper's 128^3, anisotropic CT/MR-like, 2D, odd sizes
 CASES = [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.datasets import commands, make_splits, raw_case_ids
+from harness.datasets import DatasetError, commands, make_splits, raw_case_ids
 
 
 def run(argv):
@@ -31,15 +31,17 @@ def test_phantom_check_and_splits(tmp_path, capsys):
     assert json.loads(out.read_text()) == make_splits(raw_case_ids(folder))
 
     (folder / "labelsTr" / "case_00001.nii.gz").write_bytes(b"broken")
-    assert run(["data", "check", str(folder)]) == 1
-    assert "case case_00001: labelsTr/case_00001.nii.gz: unreadable label" in capsys.readouterr().err
+    with pytest.raises(DatasetError) as info:          # the CLI prints it and exits 2
+        run(["data", "check", str(folder)])
+    assert "case case_00001: labelsTr/case_00001.nii.gz: unreadable label" in str(info.value)
+    assert "\n" not in str(info.value)                  # one problem, one line
 
 
 def test_work_folder_default_and_convert_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run(["data", "phantom", "btcv", "--cases", "2", "--size", "20"]) == 0
     assert (tmp_path / "work" / "nnUNet_raw" / "Dataset901_PhantomBTCV" / "dataset.json").is_file()
-    assert run(["data", "convert", "brats21", str(tmp_path / "missing")]) == 1
-    assert "source folder not found" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="source folder not found"):
+        run(["data", "convert", "brats21", str(tmp_path / "missing")])
     with pytest.raises(SystemExit):
         run(["data", "convert", "lits", str(tmp_path)])

@@ -125,7 +125,7 @@ def test_ensemble_prediction_of_a_folder(grid, smoke_work, smoke_root, tmp_path)
     for p in written:
         img = raw / "imagesTr" / (p.name[: -len(".nii.gz")] + "_0000.nii.gz")
         assert _geometry(p)[:2] == _geometry(img)[:2]
-    with pytest.raises(FileNotFoundError, match=r"fold\(s\) \[1\] are not trained"):
+    with pytest.raises(ValueError, match=r"fold\(s\) \[1\] are not trained"):
         ensemble_runs("nnunet", "phantom-kits19", "smoke", smoke_work, folds=[0, 1])
 
 

@@ -13,6 +13,7 @@ import torch
 
 from harness import registry
 from harness.compute import count_parameters, empty_init
+from harness.errors import UserError
 from harness.registry import commands
 
 NAMES = registry.names()
@@ -56,7 +57,7 @@ def test_names_are_the_project_contract():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known: .*mednext-s-k3.*3d-uxnet"):
+    with pytest.raises(UserError, match="known: .*mednext-s-k3.*3d-uxnet"):
         registry.get("mednext-xl-k7")
     with pytest.raises(ValueError, match="unknown model"):
         registry.build_model("unet", 1, 2, (32, 32, 32))
@@ -324,13 +325,24 @@ def test_models_command_json(capsys):
     assert row["mednext-l-k5"]["init"] == "upkern from mednext-l-k3"
     rc, out = _models_command(["models", "mednext-b-k5", "--dataset", "kits19"], capsys)
     assert rc == 0 and "0.0001" in out
-    rc, _ = _models_command(["models", "no-such-model"], capsys)
-    assert rc == 2
+    with pytest.raises(UserError, match="unknown model 'no-such-model'"):
+        _models_command(["models", "no-such-model"], capsys)
 
 
 def test_models_subcommand_through_the_cli(capsys):
     from harness import cli
-    for module in cli.COMMAND_MODULES:
-        pytest.importorskip(module, reason=f"{module} not written yet")
+    for module in cli.COMMAND_MODULES:     # every command module imports (none is optional)
+        importlib.import_module(module)
     assert cli.main(["models", "--json", "nnunet", "mednext-s-k3"]) == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["nnunet", "mednext-s-k3"]
+
+
+@pytest.mark.parametrize("argv,bad", [(["models", "no-such-model"], "unknown model 'no-such-model'"),
+                                      (["models", "nnunet", "--num-classes", "1"], "num_classes")])
+def test_models_user_errors_are_one_line_and_exit_2(capsys, argv, bad):
+    from harness import cli
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mednext-bench: error: ") and bad in lines[0]

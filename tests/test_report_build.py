@@ -111,3 +111,43 @@ def test_cli_report_on_the_declared_grid(tmp_path, capsys):
     md = (tmp_path / "out" / "table1_right.md").read_text()
     assert "SDC = nsd_mednext_code" in md and "Standard Up and Downsampling" in md
     assert (tmp_path / "out" / "table1_right.tex").is_file()
+
+
+def test_results_root_follows_the_environment(tmp_path, monkeypatch):
+    from harness.studies import results_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEDNEXT_BENCH_RESULTS", raising=False)
+    assert results_root() == tmp_path.resolve() / "results"
+    monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", "elsewhere/r")
+    assert results_root() == tmp_path.resolve() / "elsewhere" / "r" and results_root().is_absolute()
+
+
+def test_report_without_out_goes_under_the_results_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", str(tmp_path / "r"))
+    cells = expected_cells(["phantom-btcv"], ["nnunet"], [0])
+    res = make_report("ablations", "smoke", tmp_path / "work", expected=cells, compute={},
+                      with_figures=False)
+    assert res["out"] == tmp_path / "r" / "ablations-smoke"
+    assert (tmp_path / "r" / "ablations-smoke" / "report.md").is_file()
+
+
+def test_cli_ablations_report_with_no_runs_lists_every_cell_as_missing(tmp_path, monkeypatch, capsys):
+    """``make report`` runs this after Table 2; a work folder without ablation runs is no error."""
+    from harness import cli
+    from harness.jobs.plan import expected_runs
+
+    monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", str(tmp_path / "r"))
+    work = tmp_path / "work"
+    cells = expected_runs("ablations", "quick", work)
+    assert cli.main(["report", "--study", "ablations", "--profile", "quick", "--work", str(work)]) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "r" / "ablations-quick"
+    assert f"report written to {out}" in printed
+    assert f"{len(cells)} cells, 0 ok, {len(cells)} missing" in printed
+    report = (out / "report.md").read_text()
+    assert all(f"| {c['dataset']} | {c['model']} | {c['fold']} | missing | {c['run_id']} |" in report
+               for c in cells)
+    for name in ("table1_right.md", "table1_right.csv", "table1_right.tex", "table1_right_vs_paper.csv",
+                 "cells.csv", "figures/boxplot_dsc.png"):
+        assert (out / name).is_file(), name

@@ -1,12 +1,13 @@
 """``mednext-bench data ...``: convert a public download, make a phantom, check a raw dataset, write folds.
 
 Thin over :mod:`harness.datasets`; images are only read (and SimpleITK imported) inside the
-command functions.
+command functions. Errors are not caught here: a bad dataset or argument raises a
+:class:`harness.errors.UserError` (``DatasetError`` is one), which ``mednext-bench`` prints as one
+``error:`` line with exit status 2.
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 TASK_CHOICES = ("btcv", "amos22", "kits19", "brats21")
@@ -16,38 +17,22 @@ def _raw_root(args) -> Path:
     return Path(args.out) if args.out else Path(args.work) / "nnUNet_raw"
 
 
-def _report_error(err) -> int:
-    print(str(err), file=sys.stderr)
-    return 1
-
-
 def cmd_convert(args) -> int:
-    from harness.datasets import DatasetError, convert
-    try:
-        out = convert(args.task, args.source, _raw_root(args), args.include_validation)
-    except (DatasetError, ValueError) as err:
-        return _report_error(err)
-    print(out)
+    from harness.datasets import convert
+    print(convert(args.task, args.source, _raw_root(args), args.include_validation))
     return 0
 
 
 def cmd_phantom(args) -> int:
-    from harness.datasets import DatasetError, make_phantom
-    try:
-        out = make_phantom(args.task, _raw_root(args), args.cases, args.size, args.seed,
-                           source_dir=args.keep_source, progress=True, quiet=False)
-    except (DatasetError, ValueError) as err:
-        return _report_error(err)
-    print(out)
+    from harness.datasets import make_phantom
+    print(make_phantom(args.task, _raw_root(args), args.cases, args.size, args.seed,
+                       source_dir=args.keep_source, progress=True, quiet=False))
     return 0
 
 
 def cmd_check(args) -> int:
-    from harness.datasets import DatasetError, validate_raw
-    try:
-        summary = validate_raw(args.folder, progress=True)
-    except DatasetError as err:
-        return _report_error(err)
+    from harness.datasets import validate_raw
+    summary = validate_raw(args.folder, progress=True)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -69,10 +54,7 @@ def _format(summary: dict) -> str:
 def cmd_splits(args) -> int:
     from harness.datasets import make_splits, raw_case_ids, write_splits
     ids = raw_case_ids(args.folder)
-    try:
-        splits = make_splits(ids, args.folds, args.seed)
-    except ValueError as err:
-        return _report_error(err)
+    splits = make_splits(ids, args.folds, args.seed)
     out = Path(args.out) if args.out else Path(args.folder) / "splits_final.json"
     write_splits(out, splits)
     for k, fold in enumerate(splits):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets import nifti
+from harness.errors import UserError
 from harness.datasets.errors import DatasetError, Problem
 from harness.datasets.spec import TaskSpec, task_spec
 from harness.datasets.validate import (CaseFiles, Summary, check_headers, check_image_values,
@@ -93,7 +94,7 @@ def convert(task: str, source_dir: str | os.PathLike, raw_root: str | os.PathLik
         raise DatasetError(str(source), [Problem("-", str(source), "source folder not found",
                                                  "a folder", "none")], "nothing was written")
     if include_validation and spec.task != "amos22":
-        raise ValueError(f"include_validation applies to amos22 only, not {spec.name!r}")
+        raise UserError(f"include_validation applies to amos22 only, not {spec.name!r}")
     mod = layout_module(spec)
     cases, skipped, problems = (mod.discover(source, include_validation) if spec.task == "amos22"
                                 else mod.discover(source))
@@ -181,4 +182,5 @@ def _bar(items, enabled: bool, desc: str):
     if not enabled:
         return items
     from tqdm import tqdm
-    return tqdm(items, desc=desc, unit="case", leave=False, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (logs, pipes), only the messages
+    return tqdm(items, desc=desc, unit="case", leave=False, file=sys.stderr, disable=None)

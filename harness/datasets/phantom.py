@@ -26,6 +26,7 @@ import numpy as np
 from harness.datasets import nifti, phantom_abdomen, phantom_brain
 from harness.datasets.conversion import convert, is_complete, layout_module
 from harness.datasets.spec import PAPER_TASKS, TaskSpec, task_spec
+from harness.errors import UserError
 
 DEFAULT_CASES = 12
 DEFAULT_SIZE = 64
@@ -42,11 +43,11 @@ def phantom_spec(task: str) -> TaskSpec:
 
 def _check_args(cases, size, seed):
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
-        raise ValueError(f"cases must be a positive integer, got {cases!r}")
+        raise UserError(f"cases must be a positive integer, got {cases!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}] (mm), got {size!r}")
+        raise UserError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}] (mm), got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def render_case(task: str, index: int, size: int = DEFAULT_SIZE, seed: int = 0):
@@ -87,7 +88,8 @@ def write_phantom_source(task: str, root: str | os.PathLike, cases: int = DEFAUL
     items = enumerate(ids)
     if progress:
         from tqdm import tqdm
-        items = tqdm(list(items), desc=f"phantom {spec.task}", unit="case", leave=False)
+        items = tqdm(list(items), desc=f"phantom {spec.task}", unit="case", leave=False,
+                     disable=None)                     # no bar when stderr is not a terminal
     for i, sid in items:
         images, label, spacing = render_case(spec.task, i, size, seed)
         geo_rng = np.random.default_rng([int(seed), _TASK_STREAM[spec.task], i, 99])

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from harness.errors import UserError
+
 CT_CHANNEL = "CT"  # nnU-Net applies its CT normalisation (dataset-wide percentiles) to this name
 
 ABDOMEN_13 = ("spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "liver",
@@ -210,4 +212,4 @@ def task_spec(name: str) -> TaskSpec:
     for spec in TASKS.values():
         if key in (spec.folder.lower(), str(spec.dataset_id)):
             return spec
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(TASKS)}")
+    raise UserError(f"unknown dataset {name!r}; known: {', '.join(TASKS)}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import UserError
 from harness.io import write_json
 
 
@@ -35,13 +36,13 @@ def make_splits(case_ids, n_folds: int = 5, seed: int = 12345) -> list[dict]:
     ids = [str(c) for c in case_ids]
     if len(set(ids)) != len(ids):
         dupes = sorted({c for c in ids if ids.count(c) > 1})
-        raise ValueError(f"case_ids contain duplicates: {dupes}")
+        raise UserError(f"case_ids contain duplicates: {dupes}")
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+        raise UserError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if len(ids) < n_folds:
-        raise ValueError(f"n_folds={n_folds} needs at least {n_folds} cases, got {len(ids)}")
+        raise UserError(f"n_folds={n_folds} needs at least {n_folds} cases, got {len(ids)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+        raise UserError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     ids = sorted(ids)
     order = np.arange(len(ids))
     np.random.RandomState(int(seed)).shuffle(order)
@@ -89,11 +90,11 @@ def write_splits(path: str | os.PathLike, splits: list[dict]) -> Path:
 
 
 def read_splits(path: str | os.PathLike, case_ids=None) -> list[dict]:
-    """Read and check a ``splits_final.json`` (``ValueError`` naming the file if it is malformed)."""
+    """Read and check a ``splits_final.json`` (``UserError`` naming the file if it is malformed)."""
     path = Path(path)
     try:
         splits = json.loads(path.read_text())
         check_splits(splits, case_ids)
     except (OSError, json.JSONDecodeError, ValueError) as err:
-        raise ValueError(f"{path}: not a valid splits file: {err}") from err
+        raise UserError(f"{path}: not a valid splits file: {err}") from err
     return splits

@@ -279,4 +279,4 @@ def _progress(items, enabled: bool, desc: str):
     if not enabled:
         return items
     from tqdm import tqdm
-    return tqdm(items, desc=desc, unit="case", leave=False)
+    return tqdm(items, desc=desc, unit="case", leave=False, disable=None)  # no bar off a terminal

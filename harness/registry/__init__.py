@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from harness.errors import UserError
+
 from .build import (build_model, check_patch, compute_summary, deep_supervision_scales,
                     set_deep_supervision)
 from .entries import Constraints, ModelEntry, Origin
@@ -39,8 +41,8 @@ def names() -> list[str]:
 
 
 def get(name: str) -> ModelEntry:
-    """The entry of ``name``; ``ValueError`` listing the known names otherwise."""
+    """The entry of ``name``; :class:`~harness.errors.UserError` listing the known names otherwise."""
     table = _entries()
     if name not in table:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(table)}")
+        raise UserError(f"unknown model {name!r}; known: {', '.join(table)}")
     return table[name]

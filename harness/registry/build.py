@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from harness.errors import UserError
+
 from .entries import ModelEntry
 
 MEDNEXT_DOWNSAMPLINGS = 4     # MedNeXt returns outputs at 1, 1/2, 1/4, 1/8, 1/16
@@ -46,9 +48,9 @@ def check_patch(entry: ModelEntry, patch_size: Sequence[int]) -> tuple[int, ...]
 
 def _check_channels(in_channels, num_classes) -> None:
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        raise UserError(f"in_channels must be a positive int, got {in_channels!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2 (background included), got {num_classes!r}")
+        raise UserError(f"num_classes must be an int >= 2 (background included), got {num_classes!r}")
 
 
 def build_model(name: str, in_channels: int, num_classes: int, patch_size: Sequence[int],

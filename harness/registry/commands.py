@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(subparsers) -> None:
@@ -63,11 +62,8 @@ def run(args) -> int:
     from harness import registry
 
     models = args.models or registry.names()
-    try:
-        table = rows(models, args.recipe, args.dataset, args.in_channels, args.num_classes)
-    except ValueError as e:
-        print(f"mednext-bench models: {e}", file=sys.stderr)
-        return 2
+    # an unknown name or a bad count raises UserError: mednext-bench prints it and exits 2
+    table = rows(models, args.recipe, args.dataset, args.in_channels, args.num_classes)
     if args.json:
         print(json.dumps(table, indent=2))
     else:

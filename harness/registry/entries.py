@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from harness.errors import UserError
+
 from .recipes import RECIPE_NAMES, RECIPE_SOURCES, Recipe, RecipeSet, recipes_for
 
 FAMILIES = ("mednext", "baseline")
@@ -113,7 +115,7 @@ class ModelEntry:
     def recipe(self, recipe_name: str = "paper", dataset: str | None = None) -> Recipe:
         """The recipe ``recipe_name`` for training on ``dataset`` (task or phantom name)."""
         if recipe_name not in self.recipes:
-            raise ValueError(f"unknown recipe {recipe_name!r} for {self.name}; "
+            raise UserError(f"unknown recipe {recipe_name!r} for {self.name}; "
                              f"known: {', '.join(self.recipes)}")
         return self.recipes[recipe_name].resolve(dataset)
 

@@ -20,7 +20,7 @@ from harness.io import atomic_path, write_text
 from harness.metrics.definitions import (AGGREGATION, COUNTS, DEFAULT_SDC, METRICS, SDC_CONVENTIONS,
                                         TOLERANCE_MM)
 from harness.metrics.regions import paper_classes, task_of
-from harness.studies import load_profile, load_study
+from harness.studies import load_profile, load_study, results_root
 
 from . import aggregate, figures, paper, stats, tables
 from .collect import collect
@@ -180,7 +180,10 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                 *, sdc: str = DEFAULT_SDC, n_boot: int = stats.DEFAULT_BOOT, seed: int = stats.DEFAULT_SEED,
                 expected: Sequence[dict] | None = None, compute: Mapping | Callable | None = None,
                 paper_root: str | Path | None = None, with_figures: bool = True) -> dict:
-    """Write every report of ``study``/``profile`` into ``out`` (default ``results/<study>-<profile>``).
+    """Write every report of ``study``/``profile`` into ``out``.
+
+    ``out`` defaults to ``results_root() / "<study>-<profile>"`` (``$MEDNEXT_BENCH_RESULTS`` or
+    ``./results``, see :func:`harness.studies.results_root`).
 
     ``expected`` (the declared cells) defaults to ``harness.studies.runs.expected_runs``; ``compute``
     (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. Returns the paths
@@ -191,7 +194,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         raise ValueError(f"unknown surface Dice convention {sdc!r}; known: {', '.join(SDC_CONVENTIONS)}")
     st, prof = load_study(study), load_profile(profile)
     work = Path(work)
-    out = Path(out) if out is not None else Path("results") / f"{study}-{profile}"
+    out = Path(out) if out is not None else results_root() / f"{study}-{profile}"
     if expected is None:
         from harness.studies.runs import expected_runs
         expected = expected_runs(study, profile, work)

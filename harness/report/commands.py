@@ -14,7 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--study", required=True, choices=("table2", "ablations"))
     p.add_argument("--profile", required=True, help="paper | quick | smoke")
     p.add_argument("--work", default="work", help="work folder (default ./work)")
-    p.add_argument("--out", default=None, help="output folder (default results/<study>-<profile>)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default $MEDNEXT_BENCH_RESULTS/<study>-<profile>, "
+                        "$MEDNEXT_BENCH_RESULTS defaulting to ./results)")
     p.add_argument("--sdc", default="nsd_phys", choices=("nsd_phys", "nsd_mednext_code"),
                    help="surface Dice convention of the SDC columns (default: header spacing, 1 mm)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (>= 1000)")

@@ -1,29 +1,38 @@
 """The paper's numbers beside ours: the transcribed tables and the cell-by-cell comparison.
 
-``results/paper/table2.csv`` and ``results/paper/table1_right.csv`` hold Table 2 and Table 1
-(right) of Roy et al. (MICCAI 2023) as printed (percent, one row per cell, with the paper's
-marks and a source column). For each of our cells the comparison gives our value, the paper's,
-the difference (ours - paper) and whether the paper's value lies inside our 95% bootstrap
-interval (the AVG column has no interval).
+``paper_tables/table2.csv`` and ``paper_tables/table1_right.csv`` (package data of
+``harness.report``, so they travel with a wheel) hold Table 2 and Table 1 (right) of Roy et al.
+(MICCAI 2023) as printed (percent, one row per cell, with the paper's marks and a source column).
+For each of our cells the comparison gives our value, the paper's, the difference
+(ours - paper) and whether the paper's value lies inside our 95% bootstrap interval (the AVG
+column has no interval).
 """
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
 PAPER_COLUMNS = ("model", "label", "group", "dataset", "metric", "value", "mark", "source")
 
 
 def load_paper_table(stem: str, root: str | Path | None = None) -> pd.DataFrame:
-    """The transcribed table ``<root>/<stem>.csv`` (comment lines start with ``#``)."""
-    path = Path(root or PAPER_DIR) / f"{stem}.csv"
+    """The transcribed table ``<stem>.csv`` (comment lines start with ``#``).
+
+    Read from the package data ``harness/report/paper_tables/`` unless ``root`` names another
+    folder (tests use that to read a table of their own).
+    """
+    if root is not None:
+        path = Path(root) / f"{stem}.csv"
+    else:
+        path = files("harness.report") / "paper_tables" / f"{stem}.csv"
     if not path.is_file():
         raise FileNotFoundError(f"transcribed paper table not found: {path}")
-    df = pd.read_csv(path, comment="#", dtype={"mark": str}, keep_default_na=False,
-                     na_values={"value": [""]})
+    with path.open("r", encoding="utf-8") as fh:
+        df = pd.read_csv(fh, comment="#", dtype={"mark": str}, keep_default_na=False,
+                         na_values={"value": [""]})
     lacking = [c for c in PAPER_COLUMNS if c not in df.columns]
     if lacking:
         raise ValueError(f"{path}: lacks columns {lacking}")

@@ -5,6 +5,11 @@ label and group the paper prints); ``profiles.json`` says how each profile scale
 (folds, epochs x iterations, patch and batch, phantom or real data). The launcher, the collector,
 the SLURM backend and the reports all read these files through this module, so a cell that is
 declared is either run, reported as missing, or reported as failed: never silently dropped.
+The JSON files are package data, read through ``importlib.resources`` so that an installed wheel
+finds them as well as a checkout does.
+
+:func:`results_root` is where reports go (``$MEDNEXT_BENCH_RESULTS``, default ``./results``):
+declared here, below both the jobs that launch a report and the report itself.
 """
 from __future__ import annotations
 
@@ -12,10 +17,26 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from harness.errors import UserError
+
 STUDIES = ("table2", "ablations")
+RESULTS_ENV = "MEDNEXT_BENCH_RESULTS"
+
+
+def results_root() -> Path:
+    """The folder every report goes under (absolute): ``$MEDNEXT_BENCH_RESULTS`` or ``./results``.
+
+    Example: with ``MEDNEXT_BENCH_RESULTS=/scratch/r`` the quick Table 2 report is written to
+    ``/scratch/r/table2-quick``.
+    """
+    return Path(os.environ.get(RESULTS_ENV, "results")).resolve()
+
+
+def _read_json(name: str) -> dict:
+    return json.loads((files(__name__) / name).read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,7 @@ class Study:
     title: str
     datasets: tuple[str, ...]      # paper task names: btcv, amos22, kits19, brats21
     rows: tuple[Row, ...]
-    paper_table: str               # stem of the transcribed table in results/paper/
+    paper_table: str               # stem of the transcribed table in harness/report/paper_tables/
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -79,14 +100,9 @@ class Study:
         return tuple(seen)
 
 
-def results_root() -> Path:
-    """Where reports go: ``$MEDNEXT_BENCH_RESULTS`` or ``./results``."""
-    return Path(os.environ.get("MEDNEXT_BENCH_RESULTS", "results")).resolve()
-
-
 @lru_cache(maxsize=None)
 def _profiles() -> dict:
-    return json.loads((HERE / "profiles.json").read_text())
+    return _read_json("profiles.json")
 
 
 def profile_names() -> tuple[str, ...]:
@@ -96,7 +112,7 @@ def profile_names() -> tuple[str, ...]:
 def load_profile(name: str) -> Profile:
     profiles = _profiles()
     if name not in profiles:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(profiles)}")
+        raise UserError(f"unknown profile {name!r}; known: {', '.join(profiles)}")
     p = profiles[name]
     return Profile(
         name=name, description=p["description"], data=p["data"], folds=tuple(p["folds"]),
@@ -110,8 +126,8 @@ def load_profile(name: str) -> Profile:
 
 def load_study(name: str) -> Study:
     if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
-    s = json.loads((HERE / f"{name}.json").read_text())
+        raise UserError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    s = _read_json(f"{name}.json")
     return Study(
         name=s["name"], title=s["title"], datasets=tuple(s["datasets"]),
         rows=tuple(Row(**r) for r in s["rows"]), paper_table=s["paper_table"],
