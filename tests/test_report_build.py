@@ -135,7 +135,7 @@ def test_report_without_out_goes_under_the_results_root(tmp_path, monkeypatch):
 def test_cli_ablations_report_with_no_runs_lists_every_cell_as_missing(tmp_path, monkeypatch, capsys):
     """``make report`` runs this after Table 2; a work folder without ablation runs is no error."""
     from harness import cli
-    from harness.jobs.plan import expected_runs
+    from harness.studies.runs import expected_runs
 
     monkeypatch.setenv("MEDNEXT_BENCH_RESULTS", str(tmp_path / "r"))
     work = tmp_path / "work"

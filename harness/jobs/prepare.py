@@ -85,6 +85,7 @@ def prepare_dataset(payload: dict) -> None:
     if prepare_status(payload) == "done":
         return
     spec, root, raw, pre = _paths(payload)
+    print(f"preparing {payload['dataset']} in {root}", flush=True)
     ensure_folder(root, f"prepared data of {payload['dataset']}")
     configure(root)
     _place_raw(payload, spec, root, raw)
