@@ -58,9 +58,14 @@ def build_predictor(spec: dict, plans: dict, configuration: str, dataset_json: d
 
 
 def load_weights(checkpoint: Path) -> dict:
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    """The network weights of a bench checkpoint, read by ``mednext.read_checkpoint``."""
+    from mednext.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), dict):
+        raise ValueError(f"checkpoint {checkpoint} holds no 'network_weights' dict: not a "
+                         f"checkpoint of this project's trainer")
+    return ckpt["network_weights"]
 
 
 def case_files(folder: Path, file_ending: str, n_channels: int,
