@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from harness.io import atomic_path
+from harness.nnunet.checkpoints import network_weights
 from harness.nnunet.env import device
 from harness.nnunet.trainer import trainer_class
 
@@ -58,14 +59,9 @@ def build_predictor(spec: dict, plans: dict, configuration: str, dataset_json: d
 
 
 def load_weights(checkpoint: Path) -> dict:
-    """The network weights of a bench checkpoint, read by ``mednext.read_checkpoint``."""
-    from mednext.checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(checkpoint)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), dict):
-        raise ValueError(f"checkpoint {checkpoint} holds no 'network_weights' dict: not a "
-                         f"checkpoint of this project's trainer")
-    return ckpt["network_weights"]
+    """The network weights of a bench checkpoint, read weights-only
+    (:func:`harness.nnunet.checkpoints.network_weights`)."""
+    return network_weights(checkpoint)
 
 
 def case_files(folder: Path, file_ending: str, n_channels: int,
