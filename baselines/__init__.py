@@ -9,7 +9,8 @@ commit and licence, and every deliberate difference from the official code.
 ``load_checkpoint(name, model, path_or_state_dict)`` loads official or project weights into a
 baseline built by the registry (names as in the registry: ``nnunet``, ``unetr``, ``swin-unetr``,
 ``transunet``, ``transbts``, ``nnformer``, ``3d-uxnet``). Imports only torch and the standard
-library until a module is asked for.
+library until a module is asked for; checkpoint files are read by ``mednext.read_checkpoint``, the
+project's one weights-only reader.
 """
 from __future__ import annotations
 
@@ -52,13 +53,9 @@ def module_for(name: str) -> ModuleType:
 def _read(path_or_state_dict, where: str) -> Mapping:
     if isinstance(path_or_state_dict, Mapping):
         return path_or_state_dict
-    path = os.fspath(path_or_state_dict)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-tensor payloads
-        raise ValueError(f"checkpoint {path} cannot be read as a weights-only torch file: {e}") from e
+    from mednext.checkpoint import read_checkpoint
+
+    obj = read_checkpoint(path_or_state_dict)
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint {where} holds a {type(obj).__name__}, not a state dict")
     return obj
@@ -86,11 +83,12 @@ def _unwrap(obj: Mapping, where: str) -> dict[str, torch.Tensor]:
 def load_checkpoint(name: str, model: nn.Module, path_or_state_dict) -> nn.Module:
     """Load weights into ``model`` (built for baseline ``name``) strictly, and return it.
 
-    Accepts a file (read with ``torch.load(weights_only=True)``) or a mapping; a state dict
-    wrapped in a training checkpoint (``network_weights``, ``state_dict``, ``model`` ...) is
-    unwrapped, ``module.`` / ``_orig_mod.`` prefixes are stripped, and the tensors the official
-    code creates but never uses are dropped by the module's ``drop_unused_official_keys``. Any
-    missing or unexpected key or shape mismatch raises ``ValueError`` naming them and the file.
+    Accepts a file (read by ``mednext.read_checkpoint``: ``torch.load(weights_only=True)``) or a
+    mapping; a state dict wrapped in a training checkpoint (``network_weights``, ``state_dict``,
+    ``model`` ...) is unwrapped, ``module.`` / ``_orig_mod.`` prefixes are stripped, and the
+    tensors the official code creates but never uses are dropped by the module's
+    ``drop_unused_official_keys``. Any missing or unexpected key or shape mismatch raises
+    ``ValueError`` naming them and the file.
 
     Example: ``load_checkpoint("transbts", registry.build_model("transbts", 4, 4, (128,) * 3),
     "model_epoch_last.pth")``.

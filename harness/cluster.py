@@ -26,6 +26,13 @@ time limit, setup lines such as ``module load``), so that no site setting lives 
 
 This is the project's own layer over submitit's executor parameters: the paper ran on its authors'
 cluster and publishes no such file.
+
+Every value that ends up in an ``#SBATCH`` line or in the job script (resources, ``sbatch``
+flags and values, ``env``, ``setup``, ``python``, the profile's name) is refused if it holds a
+newline, carriage return or NUL (:func:`check_script_value`): submitit writes them into the
+script verbatim, so ``partition = "gpu\n#SBATCH --account=other"`` would add a directive and
+a value with a newline in ``setup`` or ``env`` a command. The check is public so that the job
+names ``harness.jobs.slurm`` builds from job keys can go through it too.
 """
 from __future__ import annotations
 
@@ -43,8 +50,23 @@ RESOURCE_KEYS = ("partition", "account", "qos", "cpus", "mem", "gpus", "time_min
 TOP_KEYS = ("name", "slurm_conf", "python", "signal_delay_s", "max_requeues",
             "array_parallelism", "setup", "env", "defaults", "kind", "rule")
 RULE_MATCH_KEYS = ("models", "datasets", "kinds")
-_MEM = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+_MEM = re.compile(r"[1-9][0-9]*[KMGT]?")                  # fullmatch: "$" lets "16G\n" pass
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_LINE_BREAKERS = {"\n": "a newline", "\r": "a carriage return", "\x00": "a NUL character"}
+
+
+def check_script_value(value, key: str, where: str | None = None) -> None:
+    """Refuse a value bound for an ``#SBATCH`` line or the job script if it holds a newline,
+    carriage return or NUL; ``ValueError`` names ``where`` (the profile file), ``key`` and the
+    value. Non-strings are checked as ``str(value)``, as they are written."""
+    text = value if isinstance(value, str) else str(value)
+    bad = next((name for ch, name in _LINE_BREAKERS.items() if ch in text), None)
+    if bad:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}{key} = {value!r} contains {bad}: values of a cluster profile "
+                         f"are written into #SBATCH lines and the job script, where it would "
+                         f"end the line and start another")
 
 
 @dataclass(frozen=True)
@@ -71,12 +93,17 @@ class Resources:
             raise ValueError(f"gpus must be an integer >= 0, got {self.gpus!r}")
         if not isinstance(self.time_min, int) or isinstance(self.time_min, bool) or self.time_min < 1:
             raise ValueError(f"time_min must be an integer >= 1 (minutes), got {self.time_min!r}")
-        if self.mem is not None and not (isinstance(self.mem, str) and _MEM.match(self.mem)):
+        if self.mem is not None and not (isinstance(self.mem, str) and _MEM.fullmatch(self.mem)):
             raise ValueError(f"mem must look like '16G' or '500M', got {self.mem!r}")
         for name in ("partition", "account", "qos", "constraint", "gres", "exclude"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+            if value is not None:
+                check_script_value(value, name)
+        for flag, value in self.sbatch:
+            check_script_value(flag, "sbatch flag")
+            check_script_value(value, f"sbatch.{flag}")
 
     def signature(self) -> tuple:
         """Jobs with equal signatures can share one job array."""
@@ -117,9 +144,15 @@ class ClusterProfile:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.max_requeues, int) or self.max_requeues < 0:
             raise ValueError(f"max_requeues must be an integer >= 0, got {self.max_requeues!r}")
-        for key, _ in self.env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        for key, value in self.env:
+            if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"env name {key!r} is not a valid shell variable name")
+            check_script_value(value, f"env.{key}")
+        for i, line in enumerate(self.setup):
+            check_script_value(line, f"setup[{i}]")
+        for name in ("name", "python", "slurm_conf"):
+            if getattr(self, name) is not None:
+                check_script_value(getattr(self, name), name)
         self.resources_for("train")     # the defaults alone must form valid resources
 
     def resources_for(self, kind: str, model: str | None = None,
@@ -190,8 +223,9 @@ def _resource_table(table, where: str) -> dict:
     _check_keys(table, RESOURCE_KEYS, where)
     if "sbatch" in table and not isinstance(table["sbatch"], dict):
         raise ValueError(f"{where}: sbatch must be a table of flag = value")
+    plain = {k: v for k, v in table.items() if k != "sbatch"} | {"time_min": table.get("time_min", 60)}
     try:
-        Resources(**{k: v for k, v in table.items() if k != "sbatch"} | {"time_min": table.get("time_min", 60)})
+        Resources(**plain, sbatch=tuple((str(k), str(v)) for k, v in table.get("sbatch", {}).items()))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
     return dict(table)

@@ -9,10 +9,12 @@ Public API:
   **overrides)``: the published S/B/M/L configurations (``VARIANTS``, with provenance).
 - ``upkern(source, target)``: UpKern initialisation of a large-kernel network.
 - ``load_checkpoint(model, path_or_state_dict)``: official, nnU-Net v2 and MONAI weights.
+- ``read_checkpoint(path)``: the project's one checkpoint reader (``torch.load(weights_only=True)``,
+  numpy log scalars allowed, errors that name the file and what is wrong).
 """
 from .blocks import (MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, StridedConvDown,
                      TransposedConvUp)
-from .checkpoint import load_checkpoint, read_state_dict
+from .checkpoint import load_checkpoint, read_checkpoint, read_state_dict
 from .network import DIVISOR, RESAMPLING, MedNeXt
 from .upkern import resample_kernel, upkern
 from .variants import (PROVENANCE, REFERENCE_PARAMS, VARIANTS, Variant, create_mednext,
@@ -21,6 +23,6 @@ from .variants import (PROVENANCE, REFERENCE_PARAMS, VARIANTS, Variant, create_m
 __all__ = [
     "DIVISOR", "MedNeXt", "MedNeXtBlock", "MedNeXtDownBlock", "MedNeXtUpBlock", "OutBlock",
     "PROVENANCE", "REFERENCE_PARAMS", "RESAMPLING", "StridedConvDown", "TransposedConvUp",
-    "VARIANTS", "Variant", "create_mednext", "get_variant", "load_checkpoint", "read_state_dict",
-    "reference_parameter_count", "resample_kernel", "upkern",
+    "VARIANTS", "Variant", "create_mednext", "get_variant", "load_checkpoint", "read_checkpoint",
+    "read_state_dict", "reference_parameter_count", "resample_kernel", "upkern",
 ]

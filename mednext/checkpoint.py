@@ -4,16 +4,22 @@ agree).
 
 Official checkpoints (MIC-DKFZ/MedNeXt, nnU-Net v1 ``*.model`` files) wrap the weights in
 ``checkpoint['state_dict']``; nnU-Net v2 in ``checkpoint['network_weights']``; DDP adds a leading
-``module.`` and ``torch.compile`` an ``_orig_mod.`` prefix. Files are read with
-``torch.load(weights_only=True)``. Training logs inside such files often hold numpy scalars, which
-the weights-only unpickler refuses by default; those (and only a fixed list of numpy
-scalar/array/dtype reconstructors, looked up by name, never an arbitrary global) are allowed for
-that one load. MONAI's layout (Project-MONAI/MONAI ``monai/networks/nets/mednext.py``, spec e)
-differs in names only for MedNeXt-S; for B/M/L its down blocks use another expansion ratio, and it
-never puts GRN in down blocks, so those state dicts are refused with the reason.
+``module.`` and ``torch.compile`` an ``_orig_mod.`` prefix.
+
+:func:`read_checkpoint` is the project's one checkpoint reader (``baselines`` and ``harness`` read
+every checkpoint through it): ``torch.load(weights_only=True)``, which runs no pickled code.
+Training logs inside checkpoints often hold numpy scalars, which the weights-only unpickler refuses
+by default; those (and only a fixed list of numpy scalar/array/dtype reconstructors, looked up by
+name, never an arbitrary global) are allowed. Its errors tell a truncated or corrupt file from one
+that is refused for the globals it pickles, and name the file.
+
+MONAI's layout (Project-MONAI/MONAI ``monai/networks/nets/mednext.py``, spec e) differs in names
+only for MedNeXt-S; for B/M/L its down blocks use another expansion ratio, and it never puts GRN
+in down blocks, so those state dicts are refused with the reason.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pickle
@@ -25,59 +31,95 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_checkpoint", "read_state_dict", "monai_to_official", "is_monai_state_dict"]
+__all__ = ["load_checkpoint", "read_checkpoint", "read_state_dict", "monai_to_official", "is_monai_state_dict"]
 
 WRAPPER_KEYS = ("state_dict", "network_weights", "model_state_dict", "model", "net", "network")
 PREFIXES = ("module.", "_orig_mod.")
-# numpy objects a training log pickles (scalars, small arrays); numpy 1.x and 2.x module paths
+# numpy objects a training log pickles (scalars, small arrays), by the names pickles use under
+# numpy 1.x (numpy.core) and 2.x (numpy._core); allowed under these names, never by pattern
+_NUMPY_NAMES = ("numpy.core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
+                "numpy._core.multiarray.scalar", "numpy._core.multiarray._reconstruct",
+                "numpy.ndarray", "numpy.dtype")
 _NUMPY_SAFE = re.compile(r"numpy\.(_?core\.multiarray\.(scalar|_reconstruct)|ndarray|dtype"
                          r"|dtypes\.\w+DType)")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _MONAI_HEADS = ("enc_stages.", "down_blocks.", "up_blocks.", "dec_stages.", "out_blocks.")
 
 
-def _numpy_globals(names: list[str]) -> list:
-    """The numpy objects named (scalar/array reconstructors, dtype) plus numpy's dtype classes
-    except the object dtype: pickles of numpy scalars refer to the latter in a way that
-    ``get_unsafe_globals_in_checkpoint`` does not report."""
+@functools.lru_cache(maxsize=1)
+def _numpy_globals() -> tuple:
+    """``(object, pickled name)`` for the numpy names above that this numpy provides, plus
+    numpy's dtype classes except the object dtype (pickles of numpy scalars refer to the latter
+    in a way that ``get_unsafe_globals_in_checkpoint`` does not report). Empty without numpy."""
     found = []
     with warnings.catch_warnings():  # numpy 2 warns on the numpy.core alias of numpy 1 files
         warnings.simplefilter("ignore")
-        for name in names:
+        for name in _NUMPY_NAMES:
             module, _, attr = name.rpartition(".")
-            found.append(getattr(importlib.import_module(module), attr))
+            try:
+                found.append((getattr(importlib.import_module(module), attr), name))
+            except (ImportError, AttributeError):  # numpy absent, or a version without the alias
+                continue
         try:
             dtypes = importlib.import_module("numpy.dtypes")
-        except ImportError:  # numpy < 1.25 has no dtype classes to allow
-            return found
-    return found + [getattr(dtypes, n) for n in dir(dtypes)
-                    if n.endswith("DType") and n != "ObjectDType"]
+        except ImportError:  # numpy absent, or < 1.25: no dtype classes to allow
+            return tuple(found)
+    return tuple(found) + tuple(getattr(dtypes, n) for n in dir(dtypes)
+                                if n.endswith("DType") and n != "ObjectDType")
 
 
-def _torch_load(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        refused = err
-    except Exception as err:  # truncated or foreign files fail in many ways inside torch.load
-        raise ValueError(f"checkpoint {path}: not a readable torch file "
-                         f"({type(err).__name__}: {err})") from err
+def _refused_globals(path: Path, err: Exception) -> list[str]:
+    """The globals a weights-only load refused, beyond the allowed numpy objects; empty when the
+    failure is not about globals (a corrupt file)."""
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # a legacy (non-zip) file cannot be inspected
+    except Exception:  # a legacy (non-zip) or corrupt file cannot be inspected
         unsafe = []
-    if unsafe and all(_NUMPY_SAFE.fullmatch(name) for name in unsafe):
-        try:
-            allowed = _numpy_globals(unsafe)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"checkpoint {path}: holds numpy objects {unsafe} but numpy "
-                             f"cannot provide them here ({exc})") from refused
-        with torch.serialization.safe_globals(allowed):
+    refused = [name for name in unsafe if not _NUMPY_SAFE.fullmatch(name)]
+    if not refused:  # legacy files: the unpickler's message names the first refused global
+        refused = _REFUSED_GLOBAL.findall(str(err))
+    return refused
+
+
+def _first_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """The object stored in a torch checkpoint file, read with ``torch.load(weights_only=True)``
+    onto the CPU: the one checkpoint reader of the project.
+
+    Tensors, plain Python data, ``torch.device`` and the numpy scalars/arrays of training logs
+    load; any other pickled global is refused. Errors name the file and what is wrong:
+
+    - ``FileNotFoundError``: no such file;
+    - ``ValueError`` "... is unreadable (truncated or corrupt ...)": an empty, cut-off or
+      damaged file, or not a torch file at all;
+    - ``ValueError`` "... refused by torch.load(weights_only=True) ...": the file pickles objects
+      (named) that a weights-only reader does not run.
+
+    Example: ``read_checkpoint("work/runs/<run_id>/checkpoint_final.pth")["network_weights"]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt: the file is "
+                         f"empty, 0 bytes)")
+    try:
+        with torch.serialization.safe_globals(list(_numpy_globals())):
             return torch.load(path, map_location="cpu", weights_only=True)
-    raise ValueError(f"checkpoint {path}: refused by torch.load(weights_only=True); it pickles "
-                     f"objects other than tensors, plain data and numpy scalars: "
-                     f"{unsafe or refused}") from refused
+    except Exception as err:  # truncated or foreign files fail in many ways inside torch.load
+        refused = _refused_globals(path, err) if isinstance(err, pickle.UnpicklingError) else []
+        if refused:
+            raise ValueError(
+                f"checkpoint {path}: refused by torch.load(weights_only=True); it pickles "
+                f"{refused}, objects other than tensors, plain data and numpy scalars/arrays, "
+                f"which this reader does not run") from err
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt, {size} bytes: "
+                         f"{_first_line(err)})") from err
 
 
 def _is_state_dict(obj) -> bool:
@@ -118,7 +160,7 @@ def read_state_dict(source, origin: str | None = None) -> dict[str, torch.Tensor
         return dict(source.state_dict())
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return _strip_prefixes(_unwrap(_torch_load(path), f"checkpoint {path}"))
+        return _strip_prefixes(_unwrap(read_checkpoint(path), f"checkpoint {path}"))
     return _strip_prefixes(_unwrap(source, origin or "state dict"))
 
 

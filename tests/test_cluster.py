@@ -79,6 +79,38 @@ def test_bad_profiles_raise_naming_the_file_and_value(data, message):
     assert message in str(err.value) and "/x/site.toml" in str(err.value)
 
 
+@pytest.mark.parametrize("bad", ["\n#SBATCH --account=other", "\r", "\x00"])
+@pytest.mark.parametrize("data, key", [
+    ({"defaults": {"partition": "gpu{}"}}, "partition"),
+    ({"defaults": {"account": "a{}"}}, "account"),
+    ({"defaults": {"qos": "q{}"}}, "qos"),
+    ({"kind": {"train": {"constraint": "a100{}"}}}, "constraint"),
+    ({"defaults": {"gres": "gpu:1{}"}}, "gres"),
+    ({"rule": [{"models": ["x"], "exclude": "node1{}"}]}, "exclude"),
+    ({"defaults": {"mem": "16G{}"}}, "mem"),
+    ({"defaults": {"sbatch": {"mail-type": "FAIL{}"}}}, "sbatch.mail-type"),
+    ({"defaults": {"sbatch": {"mail{}": "FAIL"}}}, "sbatch flag"),
+    ({"env": {"A": "x{}"}}, "env.A"),
+    ({"setup": ["module load cuda", "echo{}"]}, "setup[1]"),
+    ({"python": "/venv/bin/python{}"}, "python"),
+    ({"name": "site{}"}, "name"),
+])
+def test_values_written_into_the_job_script_refuse_line_breaks(data, key, bad):
+    data = json.loads(json.dumps(data).replace("{}", json.dumps(bad)[1:-1]))
+    with pytest.raises(ValueError) as err:
+        parse_profile(data, "site", Path("/x/site.toml"))
+    msg = str(err.value)
+    assert msg.startswith("/x/site.toml") and key in msg
+    assert ("mem must look like" in msg) if key == "mem" else ("#SBATCH lines" in msg)
+    clean = json.loads(json.dumps(data).replace(json.dumps(bad)[1:-1], ""))
+    parse_profile(clean, "site", Path("/x/site.toml"))           # the same without the break loads
+
+
+def test_env_names_are_matched_whole():
+    with pytest.raises(ValueError, match="not a valid shell variable name"):
+        parse_profile({"env": {"A\n": "1"}}, "site", Path("/x/site.toml"))
+
+
 def test_unknown_profile_and_bad_toml(tmp_path):
     with pytest.raises(ValueError, match="unknown cluster profile 'nowhere'.*local"):
         load_cluster("nowhere")

@@ -71,8 +71,8 @@ def test_each_model_trains_predicts_and_is_scored(grid, smoke_work, smoke_root, 
     assert set(progress.columns) == {"epoch", "train_loss", "val_loss", "pseudo_dice", "lr",
                                      "epoch_seconds"}
     assert (d / "checkpoint_final.pth").is_file() and not (d / "checkpoint_latest.pth").exists()
-    import torch
-    final = torch.load(d / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    from mednext.checkpoint import read_checkpoint
+    final = read_checkpoint(d / "checkpoint_final.pth")
     assert final["optimizer_state"] is None and final["network_weights"]
     assert final["current_epoch"] == job.payload["spec"]["profile"]["epochs"]
     cases = rec["validation_cases"]
@@ -169,7 +169,7 @@ def test_sigkill_mid_epoch_resumes_to_the_right_number_of_epochs(smoke_work, tmp
 
 @pytest.mark.slow
 def test_upkern_chain_k3_to_k5(grid, smoke_work):
-    import torch
+    from mednext.checkpoint import read_checkpoint
 
     jobs = cell_jobs(smoke_work, ["mednext-s-k5"])
     k3, k5 = [j for j in jobs if j.kind == "train"]
@@ -178,8 +178,7 @@ def test_upkern_chain_k3_to_k5(grid, smoke_work):
     assert out.ok and out.ran == [k5.key]
     rec = json.loads((run_dir(k5) / "run.json").read_text())
     assert rec["training"]["init_from"] == str(run_dir(k3) / "checkpoint_final.pth")
-    w = torch.load(run_dir(k5) / "checkpoint_final.pth", map_location="cpu",
-                   weights_only=False)["network_weights"]
+    w = read_checkpoint(run_dir(k5) / "checkpoint_final.pth")["network_weights"]
     assert w["enc_block_0.0.conv1.weight"].shape[-3:] == (5, 5, 5)
 
 

@@ -121,7 +121,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, co
     tr.loss = poisoned
     with pytest.raises(NonFiniteLossError, match="epoch 1"):
         tr.run_training()
-    ckpt = torch.load(run_dir / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    from mednext.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(run_dir / "checkpoint_latest.pth")
     assert ckpt["current_epoch"] == 1 and ckpt["optimizer_state"]["state"]     # resumable
     assert all(torch.isfinite(v).all() for v in ckpt["network_weights"].values()
                if v.dtype.is_floating_point)

@@ -155,3 +155,60 @@ def test_monai_grn_is_refused_for_down_blocks():
         ours = mednext.MedNeXt(1, 3, block_counts=[1] * 9, grn=True)
     with pytest.raises(ValueError, match=r"'down_1\.grn_beta'.*MONAI never puts GRN in down"):
         load_checkpoint(ours, monai.state_dict())
+
+
+# ---- read_checkpoint: the project's one reader -------------------------------------------------
+
+def test_read_checkpoint_reads_training_checkpoints_weights_only(tmp_path):
+    obj = {"network_weights": {"w": torch.ones(2)}, "optimizer_state": {"state": {}},
+           "logging": {"train_losses": [np.float64(0.5), np.float32(0.25)], "ema": np.zeros(3)},
+           "_best_ema": np.float64(0.1), "current_epoch": 3,
+           "init_args": {"plans": {"a": [1, 2]}, "configuration": "3d", "fold": 0,
+                         "dataset_json": {"labels": {"background": 0}},
+                         "device": torch.device("cpu")},
+           "inference_allowed_mirroring_axes": (0, 1, 2)}
+    for name, kwargs in (("zip.pth", {}), ("legacy.pth", {"_use_new_zipfile_serialization": False})):
+        torch.save(obj, tmp_path / name, **kwargs)
+        back = mednext.read_checkpoint(tmp_path / name)
+        assert back["init_args"]["device"] == torch.device("cpu")
+        assert back["logging"]["train_losses"] == [0.5, 0.25] and back["current_epoch"] == 3
+        assert torch.equal(back["network_weights"]["w"], torch.ones(2))
+
+
+def test_read_checkpoint_tells_corrupt_from_refused(tmp_path):
+    torch.save({"w": torch.randn(1000)}, tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    damaged = {"truncated.pth": data[: len(data) // 2], "random.pth": np.random.default_rng(0)
+               .integers(0, 256, 4096, dtype=np.uint8).tobytes(), "empty.pth": b""}
+    for name, content in damaged.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"checkpoint .*{name} is unreadable \(truncated or "
+                                             rf"corrupt"):
+            mednext.read_checkpoint(tmp_path / name)
+    for name, kwargs in (("unsafe.pth", {}),
+                         ("unsafe_legacy.pth", {"_use_new_zipfile_serialization": False})):
+        torch.save({"w": torch.ones(1), "extra": NotWeights()}, tmp_path / name, **kwargs)
+        with pytest.raises(ValueError, match=rf"{name}: refused by torch.load\(weights_only=True\)"
+                                             rf"; it pickles \[.*NotWeights'\]"):
+            mednext.read_checkpoint(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        mednext.read_checkpoint(tmp_path / "nope.pth")
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def test_read_checkpoint_runs_no_pickled_code(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.ones(1), "x": RunsCode(str(marker))}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match=r"code\.pth: refused .*pathlib"):
+        mednext.read_checkpoint(tmp_path / "code.pth")
+    assert not marker.exists()
+    torch.load(tmp_path / "code.pth", weights_only=False)   # the file would have run it
+    assert marker.exists()

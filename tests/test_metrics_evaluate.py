@@ -102,3 +102,39 @@ def test_bad_inputs_name_the_case_and_file(folders, tmp_path):
         evaluate_run(ref_dir, pred_dir, ["c1"], "kits19", {"run_id": "x"}, tmp_path / "m.csv")
     with pytest.raises(ValueError, match="unknown dataset"):
         evaluate_run(ref_dir, pred_dir, ["c1"], "lits", META, tmp_path / "m.csv")
+
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("field, ref_value, pred_value", [
+    ("origin", (10.0, -5.0, 3.0), (10.0, -5.0, 3.5)),                     # shifted 0.5 mm in z
+    ("direction", IDENTITY, (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),   # x flipped
+])
+def test_a_prediction_off_the_reference_grid_is_refused(tmp_path, field, ref_value, pred_value):
+    ref = _case()
+    ref_path, pred_path = tmp_path / "ref" / "c0.nii.gz", tmp_path / "pred" / "c0.nii.gz"
+    write_nifti(ref_path, ref, SPACING, **{field: ref_value})
+    write_nifti(pred_path, ref, SPACING, **{field: pred_value})
+    with pytest.raises(ValueError) as err:
+        evaluate_run(ref_path.parent, pred_path.parent, ["c0"], "kits19", META,
+                     tmp_path / "m.csv", workers=1)
+    msg = str(err.value)
+    assert msg.startswith(f"case 'c0': prediction {pred_path} has {field} (")
+    assert f"reference {ref_path} has (" in msg
+    fmt = lambda v: "(" + ", ".join(f"{x + 0.0:.6g}" for x in v) + ")"      # noqa: E731
+    assert fmt(pred_value) in msg and fmt(ref_value) in msg
+    # within the tolerance of the dataset validation it is scored
+    near = tuple(v + 1e-5 for v in ref_value)
+    write_nifti(pred_path, ref, SPACING, **{field: near})
+    df = evaluate_run(ref_path.parent, pred_path.parent, ["c0"], "kits19", META,
+                      tmp_path / "m.csv", workers=1)
+    assert (df[df["metric"] == "dsc"]["value"] == 1.0).all()
+
+
+def test_geometry_tolerances_match_the_dataset_validation():
+    from harness.datasets import nifti
+    from harness.metrics import definitions
+
+    assert definitions.ORIGIN_ATOL == nifti.ORIGIN_ATOL
+    assert definitions.DIRECTION_ATOL == nifti.DIRECTION_ATOL

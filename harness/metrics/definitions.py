@@ -21,6 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TOLERANCE_MM = 1.0
+# How far a prediction's header may lie from its reference's and still be scored against it: the
+# tolerances of the dataset validation (harness.datasets.nifti ORIGIN_ATOL, DIRECTION_ATOL, and
+# np.allclose's rtol there), repeated so that the metrics do not depend on the dataset code.
+ORIGIN_ATOL = 1e-3        # mm
+DIRECTION_ATOL = 1e-4     # direction cosines
+GEOMETRY_RTOL = 1e-5
 AGGREGATION = ("5-fold CV pooled over cases; per class nanmean over cases; "
                "then the plain mean over the task's paper classes")
 

@@ -5,8 +5,12 @@ One row per (case, class, metric): DSC, surface Dice at 1 mm with the header spa
 released MedNeXt evaluation computed), HD95 in mm, TP/FP/FN voxels and both volumes in mm^3, with
 the run's identity, the spacing (array axis order) and the two empty flags on every row. As in
 nnU-Net and MedNeXt, predictions and references are compared at the original geometry; the
-regions are those of ``harness.metrics.regions``. Cases run in parallel, one process per core
-(spawned, so a caller that holds torch threads is safe).
+regions are those of ``harness.metrics.regions``. A prediction is scored only on its reference's
+grid: shape, spacing, origin and direction must agree within the tolerances of the dataset
+validation (nnU-Net's ``compute_metrics`` compares the voxel arrays without looking at the
+headers, so a prediction with a shifted or flipped header would be scored voxel by voxel against
+the wrong anatomy). Cases run in parallel, one process per core (spawned, so a caller that holds
+torch threads is safe).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .definitions import TOLERANCE_MM
+from .definitions import DIRECTION_ATOL, GEOMETRY_RTOL, ORIGIN_ATOL, TOLERANCE_MM
 from .measures import (BOTH_EMPTY, NOT_EMPTY, PRED_EMPTY, REF_EMPTY, dice, empty_state,
                        empty_value, worst_distance)
 from .reader import read_nifti
@@ -29,6 +33,10 @@ META_KEYS = ("run_id", "dataset", "model", "fold")
 COLUMNS = ("run_id", "dataset", "task", "model", "fold", "case", "class", "metric", "value",
            "ref_empty", "pred_empty", "spacing_0", "spacing_1", "spacing_2")
 SPACING_RTOL = 1e-3
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v + 0.0:.6g}" for v in values) + ")"   # + 0.0: no "-0"
 
 
 def _check_labels(arr: np.ndarray, top: int, case: str, path: Path, role: str) -> None:
@@ -52,6 +60,13 @@ def evaluate_case(ref_path: str | Path, pred_path: str | Path, case: str, datase
     if not np.allclose(ref.spacing, pred.spacing, rtol=SPACING_RTOL, atol=0):
         raise ValueError(f"case {case!r}: prediction {pred.path} has spacing {pred.spacing}, "
                          f"reference {ref.path} has {ref.spacing} (array axis order)")
+    for name, atol, unit in (("origin", ORIGIN_ATOL, "mm"), ("direction", DIRECTION_ATOL, "cosines")):
+        a, b = getattr(pred, name), getattr(ref, name)
+        if len(a) != len(b) or not np.allclose(a, b, rtol=GEOMETRY_RTOL, atol=atol):
+            raise ValueError(f"case {case!r}: prediction {pred.path} has {name} {_fmt(a)}, "
+                             f"reference {ref.path} has {_fmt(b)} ({unit}, SimpleITK x, y, z "
+                             f"order; tolerance {atol}): the prediction does not lie on the "
+                             f"reference's grid")
     top = max_label(dataset)
     _check_labels(ref.array, top, case, ref.path, "reference")
     _check_labels(pred.array, top, case, pred.path, "prediction")

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from harness.io import atomic_path
+from harness.nnunet.checkpoints import network_weights
 from harness.nnunet.env import device
 from harness.nnunet.trainer import trainer_class
 
@@ -58,9 +59,9 @@ def build_predictor(spec: dict, plans: dict, configuration: str, dataset_json: d
 
 
 def load_weights(checkpoint: Path) -> dict:
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    """The network weights of a bench checkpoint, read weights-only
+    (:func:`harness.nnunet.checkpoints.network_weights`)."""
+    return network_weights(checkpoint)
 
 
 def case_files(folder: Path, file_ending: str, n_channels: int,

@@ -14,10 +14,21 @@ Differences from nnU-Net's trainer, and why:
   every call that outputs, targets and weights have the same length (nnU-Net's wrapper zips
   them silently, so a mismatch would train on a truncated set). Weights are nnU-Net v2's
   (1/2^i, lowest resolution 0) except for MedNeXt, whose trainer weights all five outputs.
-- A checkpoint every epoch, written atomically; no ``checkpoint_best.pth`` (nothing reads it),
-  no optimizer state in ``checkpoint_final.pth`` (nothing resumes from it);
-  ``progress.csv`` each epoch; a non-finite loss stops the run before the optimizer step, so the
-  last checkpoint stays good.
+- A checkpoint every epoch; no ``checkpoint_best.pth`` (nothing reads it), no optimizer state in
+  ``checkpoint_final.pth`` (nothing resumes from it); ``progress.csv`` each epoch; a non-finite
+  loss stops the run before the optimizer step, so the last checkpoint stays good.
+- Checkpoints are written durably and the latest is kept in two generations
+  (:mod:`harness.nnunet.checkpoints`; nnU-Net writes ``checkpoint_latest.pth`` in place, so a
+  kill or a full disk during the write leaves a truncated file and nothing to resume from). A
+  failed write raises :class:`CheckpointWriteError` naming the file, the reason, the free space
+  and the checkpoint that is still intact. Once ``checkpoint_final.pth`` is written, latest (by
+  nnU-Net) and ``checkpoint_previous.pth`` are removed.
+- Logs and ``_best_ema`` are stored as plain Python numbers, not numpy scalars, so that
+  ``mednext.read_checkpoint`` (weights-only) reads the files with any numpy version (numpy 2
+  pickles its scalars under module names numpy 1 does not have). ``load_checkpoint`` takes the
+  dict that reader returns (nnU-Net 2.8.1's accepts a dict in its signature but then only binds
+  a checkpoint read from a path, with ``weights_only=False``), and keeps this trainer's
+  ``init_args``, which a resumed run shares with the one that wrote the file.
 - Gradient clipping uses the recipe's norm (nnU-Net hard-codes 12).
 - Output goes to the run folder ``work/runs/<run_id>`` instead of ``nnUNet_results``.
 """
@@ -35,11 +46,28 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
-from harness.io import atomic_path, write_text
+from harness import io as harness_io
+from harness.io import write_text
+from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, CheckpointWriteError,
+                                        write_checkpoint)
+
+__all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NonFiniteLossError",
+           "trainer_class", "unwrap"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the run stops with its last good checkpoint."""
+
+
+def _plain(obj):
+    """Numpy scalars and arrays as Python numbers and lists, recursively (logs, ``_best_ema``)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    return obj
 
 
 class CheckedDeepSupervision(DeepSupervisionWrapper):
@@ -80,6 +108,8 @@ class BenchTrainer(nnUNetTrainer):
         self.save_every = 1
         self.output_folder_base = self.output_folder = str(self.run_dir)
         self.log_file = str(Path(self.run_dir) / "training_log.txt")
+        # the newest complete checkpoint on disk, (file name, epoch it resumes at); for errors
+        self.checkpoint_on_disk: tuple[str, int] | None = None
 
     @classmethod
     def _spec(cls) -> dict:
@@ -200,35 +230,73 @@ class BenchTrainer(nnUNetTrainer):
         # nnU-Net's checkpoint stores current_epoch + 1: a resumed run starts at the next epoch.
         # The last epoch is saved as checkpoint_final.pth right after, by on_train_end.
         if self.current_epoch < self.num_epochs - 1:
-            self.save_checkpoint(str(Path(self.output_folder) / "checkpoint_latest.pth"))
+            self.save_checkpoint(str(Path(self.output_folder) / LATEST))
         self.current_epoch += 1
         self.write_progress()
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint, written atomically. ``checkpoint_final.pth`` carries no optimizer
-        state: nothing resumes from it (UpKern and "continue" runs take the weights and start a
-        fresh optimizer, inference reads the weights), and AdamW's state doubles the file."""
+        """nnU-Net's checkpoint, written by :func:`write_checkpoint` (latest in two generations).
+        ``checkpoint_final.pth`` carries no optimizer state: nothing resumes from it (UpKern and
+        "continue" runs take the weights and start a fresh optimizer, inference reads the
+        weights), and AdamW's state doubles the file."""
         name = Path(filename).name
         if name == "checkpoint_best.pth":
             return
-        final = name == "checkpoint_final.pth"
+        final = name == FINAL
+        epoch = self.current_epoch + 1
         checkpoint = {
             "network_weights": unwrap(self.network).state_dict(),
             "optimizer_state": None if final else self.optimizer.state_dict(),
             "grad_scaler_state": (self.grad_scaler.state_dict()
                                   if self.grad_scaler is not None and not final else None),
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
+            "logging": _plain(self.logger.get_checkpoint()),
+            "_best_ema": _plain(self._best_ema),
+            "current_epoch": epoch,
             "init_args": self.my_init_kwargs,
             "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "inference_allowed_mirroring_axes": _plain(self.inference_allowed_mirroring_axes),
         }
-        with atomic_path(filename) as tmp:
-            torch.save(checkpoint, tmp)
+        if self.checkpoint_on_disk is None:
+            intact = "no earlier checkpoint of this run exists: it would start over"
+        else:
+            held, at = self.checkpoint_on_disk
+            intact = (f"the earlier checkpoint {held} (resumes at epoch {at}) is intact and a "
+                      f"re-run resumes from it")
+        write_checkpoint(checkpoint, filename, keep_previous=name == LATEST, intact=intact)
+        if name == LATEST:
+            self.checkpoint_on_disk = (LATEST, epoch)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """Restore weights, optimizer, grad scaler, epoch counter and log from a checkpoint dict
+        (as :func:`mednext.checkpoint.read_checkpoint` returns it) or a path, read by that
+        reader. ``init_args`` are not taken over (see the module docstring)."""
+        from mednext.checkpoint import read_checkpoint
+
+        ckpt = filename_or_checkpoint
+        if not isinstance(ckpt, dict):
+            ckpt = read_checkpoint(ckpt)
+        if not self.was_initialized:
+            self.initialize()
+        net = unwrap(self.network)
+        own = net.state_dict()
+        weights = {(k[len("module."):] if k not in own and k.startswith("module.") else k): v
+                   for k, v in ckpt["network_weights"].items()}
+        net.load_state_dict(weights)
+        self.current_epoch = int(ckpt["current_epoch"])
+        self.logger.load_checkpoint(ckpt["logging"])
+        self._best_ema = ckpt["_best_ema"]
+        self.inference_allowed_mirroring_axes = ckpt.get("inference_allowed_mirroring_axes",
+                                                         self.inference_allowed_mirroring_axes)
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.grad_scaler is not None and ckpt.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
 
     def on_train_end(self):
-        super().on_train_end()
+        super().on_train_end()          # writes checkpoint_final.pth, then removes latest
+        previous = Path(self.output_folder) / PREVIOUS
+        if (Path(self.output_folder) / FINAL).is_file() and previous.exists():
+            previous.unlink()
+            harness_io.fsync_dir(self.output_folder)
         try:
             self.logger.plot_progress_png(self.output_folder)
         except Exception as exc:      # a plot is a convenience; never fail a run for it

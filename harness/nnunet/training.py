@@ -2,7 +2,11 @@
 
 - ``checkpoint_final.pth`` present: nothing to train.
 - ``checkpoint_latest.pth`` present: resume from it (weights, optimizer, epoch counter, log), the
-  way nnU-Net's ``--c`` does; a SLURM requeue or a re-run after a kill lands here.
+  way nnU-Net's ``--c`` does; a SLURM requeue or a re-run after a kill lands here. If it does not
+  read (a write cut off by a kill or a full disk) or lacks what a resume needs, resume from
+  ``checkpoint_previous.pth``; the note saying so is printed, written to the training log and
+  returned as ``resume_note`` (:func:`harness.nnunet.checkpoints.resume_point`). Temporary files
+  of a killed checkpoint write are removed first.
 - otherwise: a fresh start; a run with ``init`` first loads the finished source run's final
   weights, resampled by UpKern (``mednext.upkern``, paper Sect. 2.3) or copied as they are
   ("continue", the 2x-schedule ablation). The optimizer always starts fresh.
@@ -15,8 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from harness.nnunet.checkpoints import (FINAL, network_weights, remove_stale_temporaries,
+                                        resume_point)
 from harness.nnunet.env import device
 from harness.nnunet.plans import preprocessed_folder, training_plans
 from harness.nnunet.trainer import trainer_class, unwrap
@@ -64,7 +68,7 @@ def load_init(trainer, spec: dict, work: Path) -> str:
             f"{spec['model']} (fold {spec['fold']}, {spec['dataset']}) starts ({init['mode']}) from "
             f"the finished {init['model']} run {init['run_id']}, but {src} does not exist: "
             f"train {init['model']} on fold {spec['fold']} first")
-    state = torch.load(src, map_location="cpu", weights_only=False)["network_weights"]
+    state = network_weights(src)
     net = unwrap(trainer.network)
     if init["mode"] == "upkern":
         from mednext import upkern
@@ -80,15 +84,23 @@ def train(spec: dict, run_dir: Path, work: Path,
           on_progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Train (or finish training) one run into ``run_dir``. Returns what happened."""
     run_dir = Path(run_dir)
-    final, latest = run_dir / "checkpoint_final.pth", run_dir / "checkpoint_latest.pth"
-    if final.is_file():
-        return {"trained": False, "resumed_from_epoch": None, "init_from": None}
-    resume = latest.is_file()
-    trainer = make_trainer(spec, run_dir, on_progress, continue_training=resume)
-    info = {"trained": True, "resumed_from_epoch": None, "init_from": None}
-    if resume:
-        trainer.load_checkpoint(str(latest))
+    for stale in remove_stale_temporaries(run_dir):
+        print(f"removed {stale}: the temporary file of a checkpoint write that did not finish")
+    if (run_dir / FINAL).is_file():
+        return {"trained": False, "resumed_from_epoch": None, "init_from": None,
+                "resume_note": None}
+    ckpt, source, note = resume_point(run_dir)
+    if note:
+        print(note, flush=True)
+    trainer = make_trainer(spec, run_dir, on_progress, continue_training=ckpt is not None)
+    info = {"trained": True, "resumed_from_epoch": None, "init_from": None, "resume_note": note}
+    if note:
+        trainer.print_to_log_file(note)
+    if ckpt is not None:
+        trainer.load_checkpoint(ckpt)
+        trainer.checkpoint_on_disk = (source, int(trainer.current_epoch))
         info["resumed_from_epoch"] = int(trainer.current_epoch)
+        info["resumed_from"] = source
     else:
         trainer.initialize()
         if spec["init"] is not None:
