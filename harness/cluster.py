@@ -43,6 +43,8 @@ import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from harness.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("prepare", "train", "report")
 RESOURCE_KEYS = ("partition", "account", "qos", "cpus", "mem", "gpus", "time_min",
@@ -64,7 +66,7 @@ def check_script_value(value, key: str, where: str | None = None) -> None:
     bad = next((name for ch, name in _LINE_BREAKERS.items() if ch in text), None)
     if bad:
         prefix = f"{where}: " if where else ""
-        raise ValueError(f"{prefix}{key} = {value!r} contains {bad}: values of a cluster profile "
+        raise UserError(f"{prefix}{key} = {value!r} contains {bad}: values of a cluster profile "
                          f"are written into #SBATCH lines and the job script, where it would "
                          f"end the line and start another")
 
@@ -88,17 +90,17 @@ class Resources:
 
     def __post_init__(self) -> None:
         if not isinstance(self.cpus, int) or isinstance(self.cpus, bool) or self.cpus < 1:
-            raise ValueError(f"cpus must be an integer >= 1, got {self.cpus!r}")
+            raise UserError(f"cpus must be an integer >= 1, got {self.cpus!r}")
         if not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 0:
-            raise ValueError(f"gpus must be an integer >= 0, got {self.gpus!r}")
+            raise UserError(f"gpus must be an integer >= 0, got {self.gpus!r}")
         if not isinstance(self.time_min, int) or isinstance(self.time_min, bool) or self.time_min < 1:
-            raise ValueError(f"time_min must be an integer >= 1 (minutes), got {self.time_min!r}")
+            raise UserError(f"time_min must be an integer >= 1 (minutes), got {self.time_min!r}")
         if self.mem is not None and not (isinstance(self.mem, str) and _MEM.fullmatch(self.mem)):
-            raise ValueError(f"mem must look like '16G' or '500M', got {self.mem!r}")
+            raise UserError(f"mem must look like '16G' or '500M', got {self.mem!r}")
         for name in ("partition", "account", "qos", "constraint", "gres", "exclude"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+                raise UserError(f"{name} must be a non-empty string, got {value!r}")
             if value is not None:
                 check_script_value(value, name)
         for flag, value in self.sbatch:
@@ -141,12 +143,12 @@ class ClusterProfile:
         for name in ("signal_delay_s", "array_parallelism"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.max_requeues, int) or self.max_requeues < 0:
-            raise ValueError(f"max_requeues must be an integer >= 0, got {self.max_requeues!r}")
+            raise UserError(f"max_requeues must be an integer >= 0, got {self.max_requeues!r}")
         for key, value in self.env:
             if not _ENV_NAME.fullmatch(key):
-                raise ValueError(f"env name {key!r} is not a valid shell variable name")
+                raise UserError(f"env name {key!r} is not a valid shell variable name")
             check_script_value(value, f"env.{key}")
         for i, line in enumerate(self.setup):
             check_script_value(line, f"setup[{i}]")
@@ -159,7 +161,7 @@ class ClusterProfile:
                       dataset: str | None = None, task: str | None = None) -> Resources:
         """Defaults, then ``[kind.<kind>]``, then each matching ``[[rule]]`` in file order."""
         if kind not in KINDS:
-            raise ValueError(f"job kind {kind!r} is not one of {KINDS}")
+            raise UserError(f"job kind {kind!r} is not one of {KINDS}")
         merged = dict(self.defaults)
         merged.update(self.kinds.get(kind, {}))
         for rule in self.rules:
@@ -168,7 +170,7 @@ class ClusterProfile:
         sbatch = tuple(sorted((str(k), str(v)) for k, v in merged.pop("sbatch", {}).items()))
         res = Resources(**merged, sbatch=sbatch)
         if self.signal_delay_s >= res.time_min * 60:
-            raise ValueError(f"cluster profile {self.name!r}: signal_delay_s={self.signal_delay_s} "
+            raise UserError(f"cluster profile {self.name!r}: signal_delay_s={self.signal_delay_s} "
                              f"is not shorter than the time limit of {kind} jobs "
                              f"({res.time_min} min): the job would be signalled at once")
         return res
@@ -207,27 +209,27 @@ def expand_vars(text: str) -> str:
             return value
         if m.group(2) is not None:
             return m.group(2)
-        raise ValueError(f"{text!r}: environment variable {m.group(1)} is not set")
+        raise UserError(f"{text!r}: environment variable {m.group(1)} is not set")
     return _VAR.sub(sub, text)
 
 
 def _check_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+        raise UserError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
 
 
 def _resource_table(table, where: str) -> dict:
     if not isinstance(table, dict):
-        raise ValueError(f"{where}: expected a table, got {type(table).__name__}")
+        raise UserError(f"{where}: expected a table, got {type(table).__name__}")
     _check_keys(table, RESOURCE_KEYS, where)
     if "sbatch" in table and not isinstance(table["sbatch"], dict):
-        raise ValueError(f"{where}: sbatch must be a table of flag = value")
+        raise UserError(f"{where}: sbatch must be a table of flag = value")
     plain = {k: v for k, v in table.items() if k != "sbatch"} | {"time_min": table.get("time_min", 60)}
     try:
         Resources(**plain, sbatch=tuple((str(k), str(v)) for k, v in table.get("sbatch", {}).items()))
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
     return dict(table)
 
 
@@ -237,28 +239,28 @@ def parse_profile(data: dict, name: str, path: Path | None = None) -> ClusterPro
     _check_keys(data, TOP_KEYS, where)
     kinds = data.get("kind", {})
     if not isinstance(kinds, dict):
-        raise ValueError(f"{where}: [kind] must hold tables [kind.prepare], [kind.train], [kind.report]")
+        raise UserError(f"{where}: [kind] must hold tables [kind.prepare], [kind.train], [kind.report]")
     _check_keys(kinds, KINDS, f"{where} [kind]")
     rules = data.get("rule", [])
     if not isinstance(rules, list):
-        raise ValueError(f"{where}: rules are written [[rule]]")
+        raise UserError(f"{where}: rules are written [[rule]]")
     parsed_rules = []
     for i, rule in enumerate(rules):
         at = f"{where} [[rule]] #{i + 1}"
         if not isinstance(rule, dict):
-            raise ValueError(f"{at}: expected a table")
+            raise UserError(f"{at}: expected a table")
         match = {k: rule[k] for k in RULE_MATCH_KEYS if k in rule}
         for k, v in match.items():
             if not (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
-                raise ValueError(f"{at}: {k} must be a non-empty list of patterns, got {v!r}")
+                raise UserError(f"{at}: {k} must be a non-empty list of patterns, got {v!r}")
         parsed_rules.append(match | _resource_table({k: v for k, v in rule.items()
                                                      if k not in RULE_MATCH_KEYS}, at))
     setup = data.get("setup", [])
     if not (isinstance(setup, list) and all(isinstance(s, str) for s in setup)):
-        raise ValueError(f"{where}: setup must be a list of shell lines")
+        raise UserError(f"{where}: setup must be a list of shell lines")
     env = data.get("env", {})
     if not isinstance(env, dict):
-        raise ValueError(f"{where}: [env] must be a table of NAME = \"value\"")
+        raise UserError(f"{where}: [env] must be a table of NAME = \"value\"")
     slurm_conf = data.get("slurm_conf")
     try:
         return ClusterProfile(
@@ -275,7 +277,7 @@ def parse_profile(data: dict, name: str, path: Path | None = None) -> ClusterPro
     except ValueError as exc:
         if str(exc).startswith(where):
             raise
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
 
 
 def cluster_dirs() -> list[Path]:
@@ -296,13 +298,13 @@ def resolve_profile_path(cluster: str | os.PathLike | None) -> Path:
     candidate = Path(cluster)
     if candidate.suffix == ".toml" or candidate.is_file():
         if not candidate.is_file():
-            raise ValueError(f"cluster profile {str(candidate)!r} does not exist")
+            raise UserError(f"cluster profile {str(candidate)!r} does not exist")
         return candidate
     for d in cluster_dirs():
         if (d / f"{cluster}.toml").is_file():
             return d / f"{cluster}.toml"
     known = sorted({p.stem for d in cluster_dirs() if d.is_dir() for p in d.glob("*.toml")})
-    raise ValueError(f"unknown cluster profile {str(cluster)!r}; known: {', '.join(known) or 'none'} "
+    raise UserError(f"unknown cluster profile {str(cluster)!r}; known: {', '.join(known) or 'none'} "
                      f"(or pass a path to a .toml file)")
 
 
@@ -316,7 +318,7 @@ def load_cluster(cluster: str | os.PathLike | None = None) -> ClusterProfile:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
     return parse_profile(data, path.stem, path)
 
 

@@ -52,14 +52,14 @@ class Stop(Exception):
 
 
 @pytest.fixture(scope="module")
-def interrupted_run(smoke_work, tmp_path_factory):
+def interrupted_run(smoke_work, smoke_root, tmp_path_factory):
     """A 3-epoch run (one iteration each) stopped at the start of epoch 2's training, with a
     copy of every checkpoint file the trainer wrote and the folder listing after each write."""
     from harness.nnunet import trainer as trainer_mod
     from harness.nnunet.env import configure
     from harness.nnunet.training import train
 
-    configure(smoke_work)
+    configure(smoke_root)
     spec = _spec(smoke_work, epochs=3, iterations_per_epoch=1)
     root = tmp_path_factory.mktemp("interrupted")
     run_dir, copies = root / "run", root / "copies"
@@ -191,11 +191,11 @@ def test_a_full_disk_is_a_clear_error_and_touches_nothing(tmp_path, monkeypatch)
 
 
 def test_the_trainer_names_the_intact_checkpoint_when_the_disk_is_full(
-        smoke_work, tmp_path, monkeypatch):
+        smoke_work, smoke_root, tmp_path, monkeypatch):
     from harness.nnunet.env import configure
     from harness.nnunet.training import make_trainer
 
-    configure(smoke_work)
+    configure(smoke_root)
     run = tmp_path / "run"
     tr = make_trainer(_spec(smoke_work), run)
     tr.initialize()

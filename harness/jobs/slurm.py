@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.cluster import ClusterProfile, Resources, load_cluster
+from harness.cluster import ClusterProfile, Resources, check_script_value, load_cluster
 from harness.jobs.plan import Job, index_jobs, job_status, plan_study, select_jobs
 from harness.jobs.slurm_task import JobTask
 from harness.jobs.tracking import ACTIVE, queue_states, read_record, write_record
@@ -190,6 +190,9 @@ def _submit_group(members: list[Job], res: Resources, dependency: str,
                             else f"{members[0].kind}[{len(members)}]")[:120])
     if dependency:
         params["dependency"] = dependency
+    for key in ("job_name", "dependency"):
+        if key in params:
+            check_script_value(params[key], key.replace("_", " "), str(work / "jobs"))
     executor.update_parameters(**params)
     tasks = [JobTask(m.to_dict()) for m in members]
     if len(tasks) == 1:

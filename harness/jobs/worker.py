@@ -33,6 +33,18 @@ def _threads() -> int | None:
     return n
 
 
+def _stop_own_group() -> None:
+    """On SIGTERM, pass it on to what this worker started (augmentation workers), if the worker
+    leads its own process group (as the launchers start it); never to a shell's group."""
+    import signal
+    if os.getpgrp() == os.getpid():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpid(), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wait_lock = "--wait-lock" in argv
@@ -65,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {job.key} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         if isinstance(exc, KeyboardInterrupt):
             return 130
-        return 143 if isinstance(exc, Terminated) else 1
+        if isinstance(exc, Terminated):
+            _stop_own_group()
+            return 143
+        return 1
     print(f"job {job.key} done", flush=True)
     return 0
 
