@@ -110,6 +110,9 @@ def test_cli_report_on_the_declared_grid(tmp_path, capsys):
     assert f"{len(cells)} cells, {len(cells) - 1} ok, 1 missing" in printed and cells[-1]["run_id"] in printed
     md = (tmp_path / "out" / "table1_right.md").read_text()
     assert "SDC = nsd_mednext_code" in md and "Standard Up and Downsampling" in md
+    header = (tmp_path / "out" / "header.md").read_text()
+    for cell in cells:                       # the report names the data version of every dataset
+        assert f"{cell['dataset']} {cell['data_fingerprint'][:12]}" in header
     assert (tmp_path / "out" / "table1_right.tex").is_file()
 
 

@@ -9,18 +9,19 @@ regions are those of ``harness.metrics.regions``. A prediction is scored only on
 grid: shape, spacing, origin and direction must agree within the tolerances of the dataset
 validation (nnU-Net's ``compute_metrics`` compares the voxel arrays without looking at the
 headers, so a prediction with a shifted or flipped header would be scored voxel by voxel against
-the wrong anatomy). Cases run in parallel, one process per core (spawned, so a caller that holds
-torch threads is safe).
+the wrong anatomy). Cases run in parallel, one process per usable CPU (spawned, so a caller
+that holds torch threads is safe).
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from harness.processes import usable_cpus
 
 from .definitions import DIRECTION_ATOL, GEOMETRY_RTOL, ORIGIN_ATOL, TOLERANCE_MM
 from .measures import (BOTH_EMPTY, NOT_EMPTY, PRED_EMPTY, REF_EMPTY, dice, empty_state,
@@ -126,7 +127,8 @@ def evaluate_run(reference_dir: str | Path, prediction_dir: str | Path, case_ids
         task: dataset or task name (``btcv`` or ``phantom-btcv``): decides the regions.
         meta: the run's identity, at least ``run_id``, ``dataset``, ``model``, ``fold``.
         out_csv: where the long table is written (atomically).
-        workers: processes (default: one per core, at most one per case); 1 runs in-process.
+        workers: processes (default: one per CPU this process may use, at most one per case);
+            1 runs in-process.
         engine: ``fast`` (default) or ``reference`` (``surface-distance`` itself); same numbers.
         tolerance_mm: surface Dice tolerance of ``nsd_phys``.
 
@@ -164,7 +166,7 @@ def evaluate_run(reference_dir: str | Path, prediction_dir: str | Path, case_ids
                 raise FileNotFoundError(f"{role} of case {case!r} not found: {path}")
         jobs.append((ref, pred, case, task, tolerance_mm, engine))
 
-    n = min(workers or os.cpu_count() or 1, len(jobs))
+    n = min(workers or usable_cpus(), len(jobs))
     if n == 1:
         results = [_job(j) for j in jobs]
     else:

@@ -24,10 +24,13 @@ from typing import Iterator
 
 
 def configure(work: str | os.PathLike) -> dict[str, str]:
-    """Point nnU-Net at ``work`` (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``).
+    """Point nnU-Net at ``work`` (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``):
+    the harness passes the data root of one dataset version (``work/datasets/<dataset>-<fp>``).
 
     Worker counts keep a value the user exported; otherwise CPU machines get 0 augmentation
-    workers and pools of 1, GPU machines nnU-Net's own defaults.
+    workers and pools of 1, GPU machines nnU-Net's own defaults (12 augmentation workers, pools
+    of 8) capped at the CPUs this process may use (``harness.processes.usable_cpus``: affinity,
+    SLURM's allocation, cgroup quota), where nnU-Net would count the node's cores.
     """
     work = Path(work).resolve()
     env = {"nnUNet_raw": str(work / "nnUNet_raw"),
@@ -39,6 +42,10 @@ def configure(work: str | os.PathLike) -> dict[str, str]:
     if not _has_cuda():
         os.environ.setdefault("nnUNet_n_proc_DA", "0")
         os.environ.setdefault("nnUNet_def_n_proc", "1")
+    else:
+        from harness.processes import usable_cpus
+        os.environ.setdefault("nnUNet_n_proc_DA", str(min(12, usable_cpus())))
+        os.environ.setdefault("nnUNet_def_n_proc", str(min(8, usable_cpus())))
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
     return env

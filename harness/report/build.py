@@ -98,6 +98,9 @@ def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, sdc: s
         f"- Profile: **{prof.name}** ({prof.description}) -- data: **{prof.data}**"
         + (" (phantoms: synthetic volumes, numbers say nothing about the paper's datasets)"
            if prof.data == "phantom" else ""),
+        "- Data (every cell of a dataset comes from runs on this one version of it; "
+        "fingerprint = SHA-256 of dataset.json and every image and label file): "
+        + _data_text(cells),
         f"- Folds: {', '.join(map(str, prof.folds))} (validation cases pooled over folds); "
         f"epochs {prof.epochs} x {prof.iterations_per_epoch} iterations",
         f"- Cells: {len(cells)} declared; " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
@@ -118,6 +121,16 @@ def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, sdc: s
                          f"reference empty only {r.ref_empty_only}; prediction empty only "
                          f"{r.pred_empty_only}")
     return "\n".join(lines) + "\n"
+
+
+def _data_text(cells: pd.DataFrame) -> str:
+    if "data_fingerprint" not in cells.columns or cells.empty:
+        return "none declared"
+    parts = []
+    for dataset, g in cells.groupby("dataset", sort=False):
+        fps = sorted({str(f)[:12] for f in g["data_fingerprint"] if isinstance(f, str) and f})
+        parts.append(f"{dataset} {', '.join(fps) if fps else 'not planned in this work folder'}")
+    return "; ".join(parts)
 
 
 def _problems_text(cells: pd.DataFrame) -> str:

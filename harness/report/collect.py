@@ -100,9 +100,10 @@ def collect(expected: Sequence[dict], work: str | Path) -> Collection:
                 tables.append(df)
         cells.append({"run_id": cell["run_id"], "dataset": cell["dataset"],
                       "task": cell.get("task", cell["dataset"]), "model": cell["model"],
-                      "fold": int(cell["fold"]), "state": state, "detail": detail})
+                      "fold": int(cell["fold"]), "state": state, "detail": detail,
+                      "data_fingerprint": cell.get("data_fingerprint")})
     cells_df = pd.DataFrame(cells, columns=["run_id", "dataset", "task", "model", "fold",
-                                            "state", "detail"])
+                                            "state", "detail", "data_fingerprint"])
     per_case = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         columns=list(REQUIRED_COLUMNS) + ["task"])
     if len(per_case):
