@@ -24,7 +24,7 @@ RUNARGS = --profile $(PROFILE) --backend $(BACKEND) --work $(WORK) $(if $(DATA),
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
-        bench bench-models bench-metrics models clean
+        bench bench-models bench-metrics bench-faults models clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -69,10 +69,13 @@ sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom
 models: $(STAMP)  ## print the model registry (parameters, GMACs, recipe)
 	$(BENCH) models
 
-bench: bench-models bench-metrics  ## all benchmarks
+bench: bench-models bench-metrics bench-faults  ## all benchmarks
 
 bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory -> results/bench/models.csv
 	$(PY) -m harness.bench.models
+
+bench-faults: $(STAMP)  ## kills, corrupt checkpoints, full disk, two launchers, data loss, bad inputs -> results/bench/faults.csv
+	$(PY) -m harness.bench.faults
 
 bench-metrics: $(STAMP)  ## surface metrics: reference engine vs fast path on a liver-sized object
 	$(PY) -m harness.bench.metrics
