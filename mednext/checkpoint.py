@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def _first_line(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
+def _damaged_member(path: Path) -> str:
+    """What is wrong with the zip container of a torch file (a member whose CRC-32 does not
+    match, an unreadable directory), or ``""``; legacy (non-zip) files are left to torch.load."""
+    if not zipfile.is_zipfile(path):
+        return ""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f"damaged zip container: {err}"
+    return f"the CRC-32 of member {bad} does not match its bytes" if bad else ""
+
+
 def read_checkpoint(path: str | os.PathLike) -> object:
     """The object stored in a torch checkpoint file, read with ``torch.load(weights_only=True)``
     onto the CPU: the one checkpoint reader of the project.
@@ -95,7 +109,9 @@ def read_checkpoint(path: str | os.PathLike) -> object:
 
     - ``FileNotFoundError``: no such file;
     - ``ValueError`` "... is unreadable (truncated or corrupt ...)": an empty, cut-off or
-      damaged file, or not a torch file at all;
+      damaged file, or not a torch file at all. The CRC-32 of every member of a (zip) torch file
+      is checked first: ``torch.load`` itself does not, so bytes damaged inside a tensor would
+      otherwise load as silently wrong weights;
     - ``ValueError`` "... refused by torch.load(weights_only=True) ...": the file pickles objects
       (named) that a weights-only reader does not run.
 
@@ -108,6 +124,10 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     if size == 0:
         raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt: the file is "
                          f"empty, 0 bytes)")
+    damaged = _damaged_member(path)
+    if damaged:
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt, {size} bytes: "
+                         f"{damaged})")
     try:
         with torch.serialization.safe_globals(list(_numpy_globals())):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -5,7 +5,6 @@ removed; a full disk is a clear error that leaves the checkpoints on disk untouc
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 import harness.io as hio
+from harness.bench.faults import FullDisk
 from harness.jobs.plan import plan_cell
 from harness.nnunet.checkpoints import (LATEST, PREVIOUS, CheckpointWriteError,
                                         remove_stale_temporaries, resume_point, write_checkpoint)
@@ -33,18 +33,6 @@ def _resumable(epoch: int) -> dict:
             "logging": {"train_losses": [0.5] * epoch}, "_best_ema": 0.1, "current_epoch": epoch}
 
 
-class FullDisk(io.FileIO):
-    """A file that accepts ``limit`` bytes and then fails as a full disk does."""
-
-    def __init__(self, path, limit):
-        super().__init__(path, "wb")
-        self.limit, self.written = limit, 0
-
-    def write(self, b):
-        if self.written + len(b) > self.limit:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.written += len(b)
-        return super().write(b)
 
 
 class Stop(Exception):

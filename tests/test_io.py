@@ -3,7 +3,6 @@ seam ``open_for_write`` is where text and JSON files are opened; a failed write 
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import harness.io as hio
+from harness.bench.faults import FullDisk
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                                 reason="names fsynced descriptors through /proc")
@@ -66,18 +66,6 @@ def test_atomic_dir_fsyncs_the_whole_tree_before_the_rename_and_the_parent_after
     assert sorted(p.name for p in target.iterdir()) == ["a.txt", "sub"]
 
 
-class FullDisk(io.FileIO):
-    """A file that accepts ``limit`` bytes and then fails as a full disk does."""
-
-    def __init__(self, path, limit):
-        super().__init__(path, "wb")
-        self.limit, self.written = limit, 0
-
-    def write(self, b):
-        if self.written + len(b) > self.limit:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.written += len(b)
-        return super().write(b)
 
 
 def test_the_write_seam_injects_enospc_and_nothing_is_left(tmp_path, monkeypatch):

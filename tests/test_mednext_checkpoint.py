@@ -195,6 +195,20 @@ def test_read_checkpoint_tells_corrupt_from_refused(tmp_path):
         mednext.read_checkpoint(tmp_path / "nope.pth")
 
 
+def test_read_checkpoint_finds_bytes_damaged_inside_a_tensor(tmp_path):
+    """torch.load does not check the zip members' CRC-32: damaged weights would load as wrong
+    numbers (a resumed run then trains on garbage). The reader checks them first."""
+    w = torch.randn(20_000)
+    torch.save({"w": w}, tmp_path / "c.pth")
+    data = bytearray((tmp_path / "c.pth").read_bytes())
+    start = data.find(w.numpy().tobytes()[:64])
+    assert start > 0
+    data[start + 1000:start + 1100] = bytes(100)
+    (tmp_path / "c.pth").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"c.pth is unreadable .*CRC-32 of member .*data/0"):
+        mednext.read_checkpoint(tmp_path / "c.pth")
+
+
 class RunsCode:
     def __init__(self, marker):
         self.marker = marker

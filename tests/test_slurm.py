@@ -9,7 +9,6 @@ Marker ``slurm``: run by ``make test-slurm`` and ``.ci/run``, never by the defau
 """
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -138,15 +137,16 @@ def test_failed_job_is_reported_and_its_dependant_leaves_the_queue(cluster, work
 
 
 def test_signalled_training_requeues_and_resumes_from_its_checkpoint(cluster, work):
-    from harness.provenance import run_id
+    from harness.studies.runs import RunSpec
 
     env = cluster.client_env()
     prep, train = _smoke_jobs(work, ["nnunet"])[:2]
-    spec = copy.deepcopy(train.payload["spec"])
-    spec["profile"]["epochs"] = epochs = 8
-    rid = run_id(spec)
+    spec = RunSpec.from_dict(train.payload["spec"])
+    epochs = 8
+    spec = spec.replace(profile={**spec.profile, "epochs": epochs})
+    rid = spec.run_id
     job = Job(key=f"train:{rid}", kind="train", deps=(prep.key,), label=f"nnunet {epochs} epochs",
-              payload={**train.payload, "run_id": rid, "spec": spec})
+              payload={**train.payload, "run_id": rid, "spec": spec.to_dict()})
     sub = submit_jobs([prep, job], cluster)
     jid = sub.submitted[job.key]
     script = (work / "jobs" / "slurm" / jid / f"{jid}_submission.sh").read_text()
@@ -171,7 +171,9 @@ def test_signalled_training_requeues_and_resumes_from_its_checkpoint(cluster, wo
     run = json.loads((work / "runs" / rid / "run.json").read_text())
     assert run["status"] == "done"
     assert [a["job_id"] for a in run["attempts"]] == [jid, jid]
-    resumed = run["training"]["resumed_from_epoch"]
+    # the signalled attempt stopped its worker's group with SIGTERM and said so
+    assert [a["status"] for a in run["attempts"]] == ["interrupted", "done"]
+    (resumed,) = run["training"]["resumed_from_epochs"]
     # No finished epoch was trained twice; only the one in flight at the signal was lost.
     assert requeues[0]["epochs_done"] <= resumed < epochs
     rows = progress.read_text().strip().splitlines()[1:]

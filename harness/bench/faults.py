@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import random
@@ -67,6 +69,7 @@ class Bench:
     rng: random.Random
     base_work: Path | None = None
     counter: list = field(default_factory=lambda: [0])
+    trial: int = 0              # the index of the trial of the current fault (variants cycle)
 
     def fresh_work(self, share_data: bool = True) -> Path:
         self.counter[0] += 1
@@ -134,6 +137,18 @@ def _progress(run_dir: Path) -> dict:
         return {}
 
 
+def _train_until(proc: subprocess.Popen, run_dir: Path, target: int) -> int | None:
+    """Wait until the run has done ``target`` training iterations; the count seen, or None if
+    the process ended first."""
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        p = _progress(run_dir)
+        if p.get("phase") == "train" and p.get("done", 0) >= target:
+            return int(p["done"])
+        time.sleep(0.01)
+    return None
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -194,15 +209,8 @@ def sigkill_training(b: Bench) -> Trial:
     job, job_file, run_dir = train_job(work)
     target = b.rng.randint(1, EPOCHS * ITERATIONS - 1)
     proc = _worker(job_file, work / "first.log")
-    done = 0
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:
-        p = _progress(run_dir)
-        if p.get("phase") == "train" and p.get("done", 0) >= target:
-            done = p["done"]
-            break
-        time.sleep(0.01)
-    if proc.poll() is not None:
+    done = _train_until(proc, run_dir, target)
+    if done is None or proc.poll() is not None:
         return Trial(False, note=f"the run ended before iteration {target}")
     _kill_group(proc)
     t = _resume_and_check(job, job_file, run_dir, done)
@@ -246,16 +254,9 @@ def corrupt_checkpoint(b: Bench) -> Trial:
     work = b.fresh_work()
     job, job_file, run_dir = train_job(work)
     proc = _worker(job_file, work / "first.log")
-    deadline = time.time() + 600
     target = (EPOCHS - 1) * ITERATIONS + 1       # both generations exist: latest and previous
-    done = 0
-    while proc.poll() is None and time.time() < deadline:
-        p = _progress(run_dir)
-        if p.get("phase") == "train" and p.get("done", 0) >= target:
-            done = p["done"]
-            break
-        time.sleep(0.01)
-    if proc.poll() is not None:
+    done = _train_until(proc, run_dir, target)
+    if done is None or proc.poll() is not None:
         return Trial(False, note="the run ended before the fault")
     _kill_group(proc)
     latest = run_dir / "checkpoint_latest.pth"
@@ -281,19 +282,33 @@ def _checkpointed_epoch_of(path: Path) -> int:
     return int(read_checkpoint(path)["current_epoch"])
 
 
+class FullDisk(io.FileIO):
+    """A file that accepts ``limit`` bytes and then fails as a full disk does (``ENOSPC``):
+    what ``harness.io.open_for_write`` returns when a test or this benchmark injects the fault."""
+
+    def __init__(self, path, limit: int = 0):
+        super().__init__(path, "wb")
+        self.limit, self.written = limit, 0
+
+    def write(self, b):
+        if self.written + len(b) > self.limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(b)
+        return super().write(b)
+
+
+# Run inside the worker process: the nth checkpoint write (latest or final) meets a full disk.
 _ENOSPC_PRELUDE = """
-import errno, io as _io, harness.io as _hio
+import harness.io as _hio
+from harness.bench.faults import FullDisk
 _state = {{"n": 0}}
 _plain = _hio.open_for_write
-class _Full(_io.FileIO):
-    def write(self, b):
-        raise OSError(errno.ENOSPC, "No space left on device")
 def _open(path):
     name = str(path).rsplit("/", 1)[-1]
-    if name.startswith(".checkpoint_latest.pth."):
+    if name.startswith((".checkpoint_latest.pth.", ".checkpoint_final.pth.")):
         _state["n"] += 1
         if _state["n"] == {nth}:
-            return _Full(path, "wb")
+            return FullDisk(path)
     return _plain(path)
 _hio.open_for_write = _open
 """
@@ -304,7 +319,8 @@ def disk_full(b: Bench) -> Trial:
 
     work = b.fresh_work()
     job, job_file, run_dir = train_job(work)
-    nth = b.rng.randint(2, EPOCHS - 1) if EPOCHS > 2 else 2    # a write with one to keep
+    nth = b.rng.randint(1, EPOCHS)       # the checkpoint of epoch nth - 1; EPOCHS: the final one
+    target = "checkpoint_final.pth" if nth == EPOCHS else "checkpoint_latest.pth"
     proc = _worker(job_file, work / "first.log", _ENOSPC_PRELUDE.format(nth=nth))
     rc = proc.wait(timeout=600)
     problems = []
@@ -312,14 +328,14 @@ def disk_full(b: Bench) -> Trial:
     error = rec.get("error") or ""
     if rc == 0 or job_status(job) != "failed":
         problems.append(f"exit {rc}, status {job_status(job)}: the fault went unnoticed")
-    if "No space left on device" not in error or "checkpoint_latest.pth" not in error:
+    if "No space left on device" not in error or target not in error:
         problems.append(f"unclear error: {error[:200]!r}")
     kept = _checkpointed_epoch(run_dir)
     if kept != nth - 1:
         problems.append(f"the intact checkpoint resumes at epoch {kept}, expected {nth - 1}")
     t = _resume_and_check(job, job_file, run_dir, nth * ITERATIONS)
     t.passed = t.passed and not problems
-    t.note = f"ENOSPC at checkpoint write {nth}; error: {error.splitlines()[0][:120] if error else '-'}" + \
+    t.note = f"ENOSPC writing {target} of epoch {nth - 1}" + \
         ("; " + "; ".join(problems) if problems else "") + (f"; {t.note}" if t.note else "")
     return t
 
@@ -357,8 +373,9 @@ def two_launchers(b: Bench, models: str = "nnunet,mednext-s-k3") -> Trial:
 
 
 def data_loss(b: Bench) -> Trial:
-    variant = b.rng.choice(["converted into the work folder", "relative --data",
-                            "symlinked --data", "conversion onto a user folder"])
+    variants = ["converted into the work folder", "relative --data", "symlinked --data",
+                "conversion onto a user folder"]
+    variant = variants[b.trial % len(variants)]
     work = b.fresh_work(share_data=False)
     src = work / "kits19-download"
     r = _py("-m", "harness.cli", "data", "phantom", "kits19", "--cases", "5", "--size", "32",
@@ -401,8 +418,8 @@ def malformed_input(b: Bench) -> Trial:
 
     from harness.datasets.phantom import write_phantom_source
 
-    kind = b.rng.choice(["NaN voxels", "label outside the label map", "geometry mismatch",
-                         "missing channel"])
+    kinds = ["NaN voxels", "label outside the label map", "geometry mismatch", "missing channel"]
+    kind = kinds[b.trial % len(kinds)]
     work = b.fresh_work(share_data=False)
     task = "brats21" if kind == "missing channel" else "kits19"
     src = work / "download"
@@ -481,6 +498,7 @@ def run_faults(names=None, trials: int | None = None, seed: int = 0,
             t0 = time.time()
             results = []
             for k in range(n):
+                bench.trial = k
                 try:
                     results.append(FAULTS[name](bench))
                 except Exception as exc:        # a crash of the benchmark itself is a failed trial
