@@ -142,7 +142,7 @@ def select_jobs(jobs: list[Job], models=None, datasets=None, folds=None) -> list
             ("fold", folds, {int(j.payload["spec"]["fold"]) for j in trains})):
         unknown = sorted(set(wanted or ()) - have, key=str)
         if unknown:
-            raise ValueError(f"{name}(s) {unknown} not in this study; it has {sorted(have, key=str)}")
+            raise UserError(f"{name}(s) {unknown} not in this study; it has {sorted(have, key=str)}")
 
     def chosen(j: Job) -> bool:
         spec = j.payload["spec"]
