@@ -62,7 +62,8 @@ def _check_prepared(root: Path, spec: RunSpec) -> None:
 def _merged_training(attempts: list[dict], current: dict) -> dict:
     """What the run's training did over all its attempts."""
     infos = [a.get("training") or {} for a in attempts[:-1]] + [current]
-    return {"epochs": current.get("epochs"), "parameters": current.get("parameters"),
+    last = next((i for i in reversed(infos) if i.get("epochs") is not None), {})
+    return {"epochs": last.get("epochs"), "parameters": last.get("parameters"),
             "init_from": next((i["init_from"] for i in infos if i.get("init_from")), None),
             "resumed_from_epochs": [i["resumed_from_epoch"] for i in infos
                                     if i.get("resumed_from_epoch") is not None],

@@ -1,6 +1,7 @@
 """Train one run with :class:`~harness.nnunet.trainer.BenchTrainer`: fresh, resumed or initialised.
 
-- ``checkpoint_final.pth`` present: nothing to train.
+- ``checkpoint_final.pth`` present: nothing to train (resume files that a kill left beside it
+  are removed).
 - ``checkpoint_latest.pth`` present: resume from it (weights, optimizer, epoch counter, log), the
   way nnU-Net's ``--c`` does; a SLURM requeue or a re-run after a kill lands here. If it does not
   read (a write cut off by a kill or a full disk) or lacks what a resume needs, resume from
@@ -19,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from harness.nnunet.checkpoints import (FINAL, network_weights, remove_stale_temporaries,
-                                        resume_point)
+from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, network_weights,
+                                        remove_stale_temporaries, resume_point)
 from harness.nnunet.env import device
 from harness.nnunet.plans import preprocessed_folder, training_plans
 from harness.nnunet.trainer import trainer_class, unwrap
@@ -87,6 +88,9 @@ def train(spec: dict, run_dir: Path, work: Path,
     for stale in remove_stale_temporaries(run_dir):
         print(f"removed {stale}: the temporary file of a checkpoint write that did not finish")
     if (run_dir / FINAL).is_file():
+        # Training ended; a kill right after the final write may have left the resume files.
+        for name in (LATEST, PREVIOUS):
+            (run_dir / name).unlink(missing_ok=True)
         return {"trained": False, "resumed_from_epoch": None, "init_from": None,
                 "resume_note": None}
     ckpt, source, note = resume_point(run_dir)
