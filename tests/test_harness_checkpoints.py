@@ -16,7 +16,7 @@ import torch
 import harness.io as hio
 from harness.bench.faults import FullDisk
 from harness.jobs.plan import plan_cell
-from harness.nnunet.checkpoints import (LATEST, PREVIOUS, CheckpointWriteError,
+from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, CheckpointWriteError,
                                         remove_stale_temporaries, resume_point, write_checkpoint)
 from mednext.checkpoint import read_checkpoint
 
@@ -199,3 +199,17 @@ def test_the_trainer_names_the_intact_checkpoint_when_the_disk_is_full(
         tr.save_checkpoint(str(run / LATEST))
     assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == [LATEST]
     assert (run / LATEST).read_bytes() == before
+
+
+def test_a_finished_run_drops_resume_files_a_kill_left(tmp_path):
+    """Killed between writing checkpoint_final.pth and removing the resume files: the next
+    attempt trains nothing and removes them (they are the run's own files)."""
+    from harness.nnunet.training import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in (FINAL, LATEST, PREVIOUS, "notes.txt"):
+        (run / name).write_bytes(b"x")
+    info = train({}, run, tmp_path)
+    assert info["trained"] is False
+    assert sorted(p.name for p in run.iterdir()) == sorted([FINAL, "notes.txt"])
