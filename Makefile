@@ -4,6 +4,8 @@
 #            tested with). GPU users pick their own, e.g. TORCH='torch==2.14.1'.
 #   PROFILE  quick (default: phantoms, CPU budget) | paper (real data, full schedule) | smoke
 #   BACKEND  local (default) | slurm
+#   RECIPE   paper (default: the learning rates of the paper's text) | official-code (those of the
+#            official trainers); reports of official-code go to results/<study>-<profile>-official-code
 #   DATA     folder of converted raw datasets (nnU-Net layout) for PROFILE=paper
 #   WORK     where preprocessed data, runs and predictions go (default ./work)
 
@@ -12,6 +14,7 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 PROFILE ?= quick
 BACKEND ?= local
+RECIPE  ?= paper
 WORK    ?= work
 DATA    ?=
 CLUSTER ?=
@@ -20,7 +23,7 @@ PYTEST_ARGS ?=
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH := $(VENV)/bin/mednext-bench
-RUNARGS = --profile $(PROFILE) --backend $(BACKEND) --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(CLUSTER),--cluster $(CLUSTER))
+RUNARGS = --profile $(PROFILE) --recipe $(RECIPE) --backend $(BACKEND) --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(CLUSTER),--cluster $(CLUSTER))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
@@ -60,8 +63,8 @@ ablations: $(STAMP)  ## Table 1 (right): the MedNeXt-B ablations on BTCV and AMO
 	$(BENCH) run --study ablations $(RUNARGS)
 
 report: $(STAMP)  ## rebuild every report from the stored per-case tables (no training)
-	$(BENCH) report --study table2 --profile $(PROFILE) --work $(WORK)
-	$(BENCH) report --study ablations --profile $(PROFILE) --work $(WORK)
+	$(BENCH) report --study table2 --profile $(PROFILE) --recipe $(RECIPE) --work $(WORK)
+	$(BENCH) report --study ablations --profile $(PROFILE) --recipe $(RECIPE) --work $(WORK)
 
 sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom -> results/sanity.csv
 	$(BENCH) sanity --work $(WORK)

@@ -3,8 +3,8 @@
 The paper reports test-set DSC of "a 5-fold ensemble of MedNeXt-L (kernel 5x5x5) without
 postprocessing" (Sect. 3.1): the final weights of each fold's run, averaged on the logits by
 nnU-Net's predictor, the same sliding window as validation. The runs are found by their ids
-(data fingerprint, model, fold, profile settings), so only finished runs of exactly that protocol are used; a
-missing fold is an error naming the run, not a smaller ensemble.
+(data fingerprint, model, fold, profile settings, recipe and options), so only finished runs of
+exactly that protocol are used; a missing fold is an error naming the run, not a smaller ensemble.
 """
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.studies import load_profile
+from harness.studies.options import RunOptions
 from harness.studies.runs import RunSpec, recorded_sources, resolve_sources, run_spec
 
 
 def ensemble_runs(model: str, dataset: str, profile: str, work: Path,
-                  folds: list[int] | None = None,
-                  data: Path | None = None) -> list[tuple[RunSpec, Path]]:
+                  folds: list[int] | None = None, data: Path | None = None,
+                  options: RunOptions | None = None) -> list[tuple[RunSpec, Path]]:
     """``[(spec, checkpoint_final path)]`` for each fold; :class:`UserError` if one is missing.
 
     Real data: the runs of the data in ``data`` (fingerprinted), or of the data last planned in
@@ -37,7 +38,7 @@ def ensemble_runs(model: str, dataset: str, profile: str, work: Path,
         raise ValueError("no folds to ensemble")
     runs, missing = [], []
     for fold in folds:
-        spec = run_spec(task, model, fold, prof, source)
+        spec = run_spec(task, model, fold, prof, source, options)
         ckpt = Path(work).resolve() / "runs" / spec.run_id / "checkpoint_final.pth"
         (runs if ckpt.is_file() else missing).append((spec, ckpt))
     if missing:
@@ -50,7 +51,7 @@ def ensemble_runs(model: str, dataset: str, profile: str, work: Path,
 
 def predict_folder(model: str, dataset: str, input_dir: Path, output_dir: Path, profile: str,
                    work: Path, folds: list[int] | None = None, progress: bool = True,
-                   data: Path | None = None) -> list[Path]:
+                   data: Path | None = None, options: RunOptions | None = None) -> list[Path]:
     """Predict every case of ``input_dir`` into ``output_dir/<case>.nii.gz``."""
     from harness.datasets import task_spec
     from harness.nnunet.env import configure
@@ -59,7 +60,7 @@ def predict_folder(model: str, dataset: str, input_dir: Path, output_dir: Path, 
 
     from harness.studies.runs import data_root
 
-    runs = ensemble_runs(model, dataset, profile, work, folds, data)
+    runs = ensemble_runs(model, dataset, profile, work, folds, data, options)
     first = runs[0][0]
     configure(data_root(work, first.dataset, first.data))
     plans, cfg, dataset_json = load_plans(first.to_dict())

@@ -1,7 +1,7 @@
 """Run identity and provenance: hash the question (the run spec), record the answer (run.json).
 
 A run is its spec (``harness.studies.runs.RunSpec``: data fingerprint, model, fold, resolved
-network, profile settings, recipe, init-from run id). Its canonical JSON
+network, profile settings, recipe, settings (compile, precision, BraTS target), init-from run id). Its canonical JSON
 (sorted keys, no whitespace) hashed with SHA-256 is the run id; the folder ``work/runs/<run_id>``
 is named by it. ``run.json`` beside it records what actually ran: the spec, the status, the error
 text, git commit and dirty flag, package versions, device, host, SLURM job id, wall time and peak
@@ -28,7 +28,7 @@ from pathlib import Path
 from harness.io import write_json
 from harness.processes import usable_cpus
 
-PROTOCOL = "mednext-bench/2"   # bump when a change of the harness invalidates finished runs
+PROTOCOL = "mednext-bench/3"   # bump when a change of the harness invalidates finished runs
 PACKAGES = ("torch", "nnunetv2", "dynamic-network-architectures", "monai", "numpy", "scipy",
             "SimpleITK", "batchgeneratorsv2", "surface-distance", "mednext-bench")
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """The nnU-Net seam (harness.nnunet): protocol plans, the trainer's loss and optimiser wiring,
-the non-finite-loss stop, and the clear error of a missing UpKern source."""
+non-finite steps (skipped, counted, a run of them stops), and the clear error of a missing UpKern source."""
 from __future__ import annotations
 
 import json
@@ -103,31 +103,80 @@ def test_trainer_wires_the_recipe(smoke_work, configured, tmp_path, model, n_out
     assert not (tmp_path / "run" / ".nnunet_results").exists()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(smoke_work, configured, tmp_path):
-    from harness.nnunet.trainer import NonFiniteLossError
+def _poison(tr, bad_calls):
+    """Make the loss NaN on the given (1-based) calls: training and validation steps alternate."""
+    real_loss, calls = tr.loss, {"n": 0}
+
+    def poisoned(output, target):
+        calls["n"] += 1
+        value = real_loss(output, target)
+        return value * float("nan") if bad_calls(calls["n"]) else value
+
+    tr.loss = poisoned
+
+
+def _finite_weights(ckpt) -> bool:
+    return all(torch.isfinite(v).all() for v in ckpt["network_weights"].values()
+               if v.dtype.is_floating_point)
+
+
+def test_a_non_finite_step_is_skipped_counted_and_the_run_goes_on(smoke_work, configured, tmp_path):
+    from mednext.checkpoint import read_checkpoint
     from harness.nnunet.training import make_trainer
 
     spec = _spec(smoke_work, "nnunet", epochs=3, iterations_per_epoch=1)
     run_dir = tmp_path / "run"
     tr = make_trainer(spec, run_dir)
     tr.initialize()
-    real_loss, calls = tr.loss, {"n": 0}
+    before = {k: v.clone() for k, v in tr.network.state_dict().items()}
+    _poison(tr, lambda n: n in (1, 2))        # epoch 0: its training step and its validation
+    tr.run_training()
+    assert tr.nonfinite_steps == 1 and tr.execution()["nonfinite_steps_skipped"] == 1
+    assert "1 step(s) with non-finite gradients skipped" in (run_dir / "training_log.txt").read_text()
+    final = read_checkpoint(run_dir / "checkpoint_final.pth")
+    assert _finite_weights(final) and final["current_epoch"] == 3
+    changed = [k for k, v in final["network_weights"].items()
+               if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert changed                              # the two good steps did train
 
-    def poisoned(output, target):
-        calls["n"] += 1
-        value = real_loss(output, target)
-        return value * float("nan") if calls["n"] >= 3 else value   # train, val, then NaN
 
-    tr.loss = poisoned
-    with pytest.raises(NonFiniteLossError, match="epoch 1"):
-        tr.run_training()
+def test_a_run_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(
+        smoke_work, configured, tmp_path, monkeypatch):
     from mednext.checkpoint import read_checkpoint
+    from harness.nnunet import trainer as trainer_mod
+    from harness.nnunet.trainer import NonFiniteLossError
+    from harness.nnunet.training import make_trainer
+
+    monkeypatch.setattr(trainer_mod, "NONFINITE_LIMIT", 2)
+    spec = _spec(smoke_work, "nnunet", epochs=4, iterations_per_epoch=1)
+    run_dir = tmp_path / "run"
+    tr = make_trainer(spec, run_dir)
+    tr.initialize()
+    _poison(tr, lambda n: n >= 3)              # good epoch 0, then every step NaN
+    with pytest.raises(NonFiniteLossError, match=r"2 consecutive .* epoch 2.*checkpoint_latest.pth "
+                                                 r"\(resumes at epoch 2\)"):
+        tr.run_training()
     ckpt = read_checkpoint(run_dir / "checkpoint_latest.pth")
-    assert ckpt["current_epoch"] == 1 and ckpt["optimizer_state"]["state"]     # resumable
-    assert all(torch.isfinite(v).all() for v in ckpt["network_weights"].values()
-               if v.dtype.is_floating_point)
+    assert ckpt["current_epoch"] == 2 and ckpt["optimizer_state"]["state"]     # resumable
+    assert _finite_weights(ckpt)                # the skipped steps changed nothing
     assert not (run_dir / "checkpoint_final.pth").exists()
-    assert (run_dir / "progress.csv").read_text().count("\n") == 2      # header + epoch 0
+    assert (run_dir / "progress.csv").read_text().count("\n") == 3      # header + epochs 0, 1
+
+
+def test_autocast_off_keeps_a_module_in_fp32_under_an_outer_autocast():
+    from harness.nnunet.trainer import autocast_off
+
+    torch.manual_seed(0)
+    plain, kept = torch.nn.Linear(4, 4), autocast_off(torch.nn.Linear(4, 4))
+    x = torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert plain(x).dtype == torch.bfloat16
+        assert kept(x).dtype == torch.float32
+        assert plain(x).dtype == torch.bfloat16            # the outer region is restored
+    with pytest.raises(RuntimeError):
+        kept(torch.randn(2, 5))                             # a failing forward leaves no state
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert plain(x).dtype == torch.bfloat16
 
 
 def test_upkern_without_its_source_is_a_clear_error(smoke_work, configured, tmp_path):

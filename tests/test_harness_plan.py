@@ -147,6 +147,52 @@ def test_spec_holds_only_the_settings_of_the_models_dimension():
     assert "name" not in s3.profile and "folds" not in s3.profile
 
 
+def test_recipe_option_changes_only_the_runs_whose_values_differ(work):
+    from harness.studies.options import RunOptions
+
+    quick, official = load_profile("quick"), RunOptions(recipe="official-code")
+    for same in ("nnunet", "mednext-s-k3", "mednext-s-k5"):     # both recipes resolve alike
+        assert run_spec("btcv", same, 0, quick, options=official).run_id == \
+            run_spec("btcv", same, 0, quick).run_id
+    for model, lr in (("swin-unetr", 1e-4), ("nnformer", 5e-5), ("3d-uxnet", 5e-4),
+                      ("transbts", 1e-4)):
+        a, b = run_spec("btcv", model, 0, quick), run_spec("btcv", model, 0, quick, options=official)
+        assert a.run_id != b.run_id and b.recipe["lr"] == pytest.approx(lr)
+    assert run_spec("btcv", "transbts", 0, quick, options=official).recipe["optimizer"] == "sgd"
+    # the report of a non-default recipe has a folder and a job of its own
+    jobs = plan_study("table2", "quick", work, options=official, datasets=["btcv"])
+    assert jobs[-1].key == "report:table2-quick-official-code"
+    assert jobs[-1].payload["results"].endswith("table2-quick-official-code")
+    assert jobs[-1].payload["options"]["recipe"] == "official-code"
+    default = plan_study("table2", "quick", work, datasets=["btcv"])
+    assert default[-1].key == "report:table2-quick"
+    shared = {j.key for j in jobs} & {j.key for j in default}
+    assert len([k for k in shared if k.startswith("train:")]) == 15 - 4
+
+
+def test_settings_are_part_of_the_identity_where_they_apply():
+    from harness.studies.options import RunOptions
+
+    quick = load_profile("quick")
+    base = run_spec("brats21", "nnunet", 0, quick)
+    assert base.settings == {"compile": False, "precision": "amp", "brats_target": "labels"}
+    assert run_spec("btcv", "nnunet", 0, quick).settings == {"compile": False, "precision": "amp"}
+    variants = [run_spec("brats21", "nnunet", 0, quick, options=o) for o in (
+        RunOptions(brats_target="regions"), RunOptions(compile=True), RunOptions(precision="fp32"))]
+    assert len({v.run_id for v in variants} | {base.run_id}) == 4
+    # a BraTS option leaves the other datasets' runs alone; an option equal to the profile's is no change
+    assert run_spec("btcv", "nnunet", 0, quick, options=RunOptions(brats_target="regions")).run_id \
+        == run_spec("btcv", "nnunet", 0, quick).run_id
+    assert RunOptions(compile=False, precision="amp").suffix(quick) == ""
+    assert RunOptions(brats_target="regions", precision="fp32").suffix(quick) == "-regions-fp32"
+    # UpKern sources train under the same options
+    k5 = run_spec("brats21", "mednext-s-k5", 0, quick, options=RunOptions(brats_target="regions"))
+    assert k5.init["run_id"] == run_spec("brats21", "mednext-s-k3", 0, quick,
+                                         options=RunOptions(brats_target="regions")).run_id
+    with pytest.raises(ValueError, match="unknown recipe 'fast'"):
+        RunOptions(recipe="fast")
+
+
 def _fake_raw(root, folder="Dataset503_KiTS19"):
     return fake_raw_dataset(root, folder)
 

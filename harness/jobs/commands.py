@@ -32,6 +32,7 @@ def _folds(text: str) -> list[int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from harness.studies import STUDIES, profile_names
+    from harness.studies.options import add_arguments as add_options
 
     def common(p, profile_default="quick"):
         p.add_argument("--profile", default=profile_default, choices=profile_names(),
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--data", type=Path, default=None,
                        help="folder of converted raw datasets (DatasetNNN_Name) for real-data "
                             "profiles; only read, never changed")
+        add_options(p)
 
     def grid(p):
         p.add_argument("--study", required=True, choices=STUDIES)
@@ -95,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "last planned in --work)")
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="folds to ensemble (default: all folds of the profile)")
+    add_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("sanity", help="learning benchmark: MedNeXt-S and nnU-Net on the KiTS19 phantom")
@@ -107,9 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def plan_jobs(args, results: Path | None = None):
     """The study's jobs as the arguments restrict them (the one plan of run/submit/status)."""
     from harness.jobs.plan import plan_study, select_jobs
+    from harness.studies.options import from_args
 
     jobs = plan_study(args.study, args.profile, args.work, args.data, results=results,
-                      datasets=args.datasets)
+                      datasets=args.datasets, options=from_args(args))
     return select_jobs(jobs, args.models, args.datasets, args.folds)
 
 
@@ -213,13 +217,15 @@ def cmd_train(args) -> int:
     from harness.jobs.local import run_jobs, summarize
     from harness.jobs.plan import plan_cell
     from harness.studies import load_profile
+    from harness.studies.options import from_args
 
     prof = load_profile(args.profile)
     task = _task(args.dataset)
     if args.dataset not in (task, prof.dataset_name(task)):
         raise UserError(f"dataset {args.dataset!r} does not fit profile {args.profile!r} "
                         f"(it uses {prof.dataset_name(task)!r})")
-    jobs = plan_cell(task, args.model, args.fold, args.profile, args.work, args.data)
+    jobs = plan_cell(task, args.model, args.fold, args.profile, args.work, args.data,
+                     from_args(args))
     out = run_jobs(jobs, parallel=1)
     print(summarize(out, jobs))
     print(f"run folder: {Path(jobs[-1].payload['work']) / 'runs' / jobs[-1].payload['run_id']}")
@@ -228,10 +234,11 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from harness.predict import predict_folder
+    from harness.studies.options import from_args
 
     profile = args.profile or ("quick" if args.dataset.startswith("phantom-") else "paper")
     written = predict_folder(args.model, args.dataset, args.input, args.output, profile,
-                             args.work, folds=args.folds, data=args.data)
+                             args.work, folds=args.folds, data=args.data, options=from_args(args))
     print(f"{len(written)} segmentations written to {args.output}")
     return 0
 

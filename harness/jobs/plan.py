@@ -11,7 +11,9 @@ of :class:`Job` in topological order:
 - ``train:<run_id>``     -- one cell (dataset, model, fold): train, predict the fold's validation
   cases in original geometry, per-case metrics. Depends on its ``prepare`` job and, for UpKern and
   "continue" runs, on the ``train`` job of the run it starts from (same dataset, fold, profile).
-- ``report:<study>-<profile>`` -- the reports in ``results/<study>-<profile>/``. It lists every
+- ``report:<study>-<profile><suffix>`` -- the reports in ``results/<study>-<profile><suffix>/``
+  (the suffix names the options that differ from the paper's protocol,
+  :meth:`harness.studies.options.RunOptions.suffix`; empty under the defaults). It lists every
   train job in ``deps`` but, unlike the others, it runs once they have *ended*, whatever their
   outcome (``Job.after_any``): the report names failed and missing cells instead of vanishing.
 
@@ -41,6 +43,7 @@ from harness.jobs.files import lock_path, log_path, run_status, safe_name  # noq
 from harness.jobs.locks import JobLock, is_locked
 from harness.ownership import ensure_folder
 from harness.studies import load_profile, load_study, results_root
+from harness.studies.options import RunOptions
 from harness.studies.runs import (PlannedRun, data_root, recorded_sources, resolve_sources,
                                   run_chain, run_plan)
 
@@ -181,16 +184,20 @@ def _tasks(study_datasets, prof, datasets) -> list[str]:
 
 
 def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *,
-               results: Path | None = None, datasets=None) -> list[Job]:
+               results: Path | None = None, datasets=None,
+               options: RunOptions | None = None) -> list[Job]:
     """The jobs of ``study`` under ``profile``, in topological order (deps always come first).
 
     ``data`` is the folder of converted raw datasets (``Dataset501_BTCV`` ...) for real-data
     profiles: each dataset is fingerprinted (cached; the first time reads every file once) and
     its fingerprint is part of every run id. Phantom profiles generate their data and ignore it.
     ``datasets`` restricts the plan to those tasks (only they need to exist). ``results``
-    defaults to :func:`harness.studies.results_root`.
+    defaults to :func:`harness.studies.results_root`. ``options`` (recipe, BraTS target, compile,
+    precision) default to the paper's protocol and the profile's settings.
     """
     st, prof = load_study(study), load_profile(profile)
+    options = (options or RunOptions()).resolved(prof)
+    name = f"{study}-{profile}{options.suffix(prof)}"
     work = Path(work).resolve()
     if prof.data == "real" and data is None:
         raise UserError(f"profile {profile!r} trains on real data: pass --data DIR "
@@ -198,25 +205,26 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
     tasks = _tasks(st.datasets, prof, datasets)
     ensure_folder(work, "work folder")
     sources = resolve_sources(tasks, prof, work, data if prof.data == "real" else None)
-    results_dir = (Path(results).resolve() if results else results_root()) / f"{study}-{profile}"
+    results_dir = (Path(results).resolve() if results else results_root()) / name
 
     jobs = [make_prepare_job(t, prof, work, sources[t], data) for t in tasks]
     train_keys: list[str] = []
     sub = dataclasses.replace(st, datasets=tuple(tasks))
-    for run in run_plan(sub, prof, sources):   # sources of UpKern/continue come before their users
+    for run in run_plan(sub, prof, sources, options):  # UpKern/continue sources come first
         jobs.append(make_train_job(run, prof, work))
         train_keys.append(jobs[-1].key)
     report_sources = {**recorded_sources(st.datasets, prof, work), **sources}
     jobs.append(Job(
-        key=f"report:{study}-{profile}", kind="report",
+        key=f"report:{name}", kind="report",
         payload={"work": str(work), "study": study, "profile": profile,
-                 "results": str(results_dir), "sources": report_sources},
-        deps=tuple(train_keys), label=f"{study} / {profile} / report"))
+                 "results": str(results_dir), "sources": report_sources,
+                 "options": options.to_dict()},
+        deps=tuple(train_keys), label=f"{study} / {profile}{options.suffix(prof)} / report"))
     return jobs
 
 
 def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
-              data: Path | None = None) -> list[Job]:
+              data: Path | None = None, options: RunOptions | None = None) -> list[Job]:
     """The jobs of one cell alone: its dataset's prepare job, the runs it starts from, the run."""
     prof = load_profile(profile)
     work = Path(work).resolve()
@@ -225,7 +233,8 @@ def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
     ensure_folder(work, "work folder")
     source = resolve_sources([task], prof, work, data if prof.data == "real" else None)[task]
     return [make_prepare_job(task, prof, work, source, data)] + \
-        [make_train_job(run, prof, work) for run in run_chain(task, model, fold, prof, source)]
+        [make_train_job(run, prof, work)
+         for run in run_chain(task, model, fold, prof, source, options)]
 
 
 def prepare_key(dataset: str, source: dict) -> str:

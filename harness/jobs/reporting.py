@@ -1,4 +1,4 @@
-"""The ``report:<study>-<profile>`` job: ``harness.report.make_report`` over the study's cells.
+"""The ``report:<study>-<profile><suffix>`` job: ``harness.report.make_report`` over the study's cells.
 
 It runs after every train job of the study has ended, failed or not: the report lists the cells
 that are missing or failed. A stamp in ``work/reports/`` records the state of every cell the
@@ -12,16 +12,23 @@ from pathlib import Path
 
 from harness.io import write_json
 from harness.jobs.files import run_status
+from harness.studies import load_profile
+from harness.studies.options import RunOptions
 from harness.studies.runs import expected_runs
 
 
+def _options(payload: dict) -> RunOptions:
+    return RunOptions.from_dict(payload.get("options"))
+
+
 def _stamp_path(payload: dict) -> Path:
-    return Path(payload["work"]) / "reports" / f"{payload['study']}-{payload['profile']}.json"
+    suffix = _options(payload).suffix(load_profile(payload["profile"]))
+    return Path(payload["work"]) / "reports" / f"{payload['study']}-{payload['profile']}{suffix}.json"
 
 
 def _expected(payload: dict) -> list[dict]:
     return expected_runs(payload["study"], payload["profile"], Path(payload["work"]),
-                         sources=payload.get("sources"))
+                         sources=payload.get("sources"), options=_options(payload))
 
 
 def _snapshot(payload: dict) -> dict:
@@ -50,5 +57,5 @@ def report_job(payload: dict) -> None:
         return
     snapshot = _snapshot(payload)
     make_report(payload["study"], payload["profile"], Path(payload["work"]),
-                Path(payload["results"]), expected=_expected(payload))
+                Path(payload["results"]), expected=_expected(payload), options=_options(payload))
     write_json(_stamp_path(payload), snapshot)

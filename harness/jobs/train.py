@@ -67,7 +67,9 @@ def _merged_training(attempts: list[dict], current: dict) -> dict:
             "init_from": next((i["init_from"] for i in infos if i.get("init_from")), None),
             "resumed_from_epochs": [i["resumed_from_epoch"] for i in infos
                                     if i.get("resumed_from_epoch") is not None],
-            "attempts_that_trained": sum(1 for i in infos if i.get("trained"))}
+            "attempts_that_trained": sum(1 for i in infos if i.get("trained")),
+            "nonfinite_steps_skipped": sum((i.get("execution") or {}).get("nonfinite_steps_skipped", 0)
+                                           for i in infos)}
 
 
 def train_job(payload: dict) -> None:

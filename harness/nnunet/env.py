@@ -26,6 +26,7 @@ from typing import Iterator
 def configure(work: str | os.PathLike) -> dict[str, str]:
     """Point nnU-Net at ``work`` (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``):
     the harness passes the data root of one dataset version (``work/datasets/<dataset>-<fp>``).
+    ``nnUNet_compile`` is set off whatever the user exported (compile is a run setting).
 
     Worker counts keep a value the user exported; otherwise CPU machines get 0 augmentation
     workers and pools of 1, GPU machines nnU-Net's own defaults (12 augmentation workers, pools
@@ -37,7 +38,9 @@ def configure(work: str | os.PathLike) -> dict[str, str]:
            "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
            "nnUNet_results": str(work / "nnUNet_results")}
     os.environ.update(env)
-    os.environ.setdefault("nnUNet_compile", "f")
+    # torch.compile is a setting of the run (harness.studies.options), decided by the trainer and
+    # the predictor from the run spec; nnU-Net's own switch must not change it unrecorded.
+    os.environ["nnUNet_compile"] = "f"
     os.environ.setdefault("nnUNet_wandb_enabled", "0")
     if not _has_cuda():
         os.environ.setdefault("nnUNet_n_proc_DA", "0")

@@ -55,6 +55,8 @@ def build_predictor(spec: dict, plans: dict, configuration: str, dataset_json: d
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(net, pm, cm, list(state_dicts), dataset_json, "BenchTrainer",
                                     MIRROR_AXES[spec["dim"]])
+    if spec["settings"]["compile"]:      # the run's setting (nnU-Net's env switch is kept off)
+        predictor.network = torch.compile(predictor.network)
     return predictor
 
 

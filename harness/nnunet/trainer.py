@@ -15,14 +15,26 @@ Differences from nnU-Net's trainer, and why:
   them silently, so a mismatch would train on a truncated set). Weights are nnU-Net v2's
   (1/2^i, lowest resolution 0) except for MedNeXt, whose trainer weights all five outputs.
 - A checkpoint every epoch; no ``checkpoint_best.pth`` (nothing reads it), no optimizer state in
-  ``checkpoint_final.pth`` (nothing resumes from it); ``progress.csv`` each epoch; a non-finite
-  loss stops the run before the optimizer step, so the last checkpoint stays good.
+  ``checkpoint_final.pth`` (nothing resumes from it); ``progress.csv`` each epoch.
 - Checkpoints are written durably and the latest is kept in two generations
   (:mod:`harness.nnunet.checkpoints`; nnU-Net writes ``checkpoint_latest.pth`` in place, so a
   kill or a full disk during the write leaves a truncated file and nothing to resume from). A
   failed write raises :class:`CheckpointWriteError` naming the file, the reason, the free space
   and the checkpoint that is still intact. Once ``checkpoint_final.pth`` is written, latest (by
   nnU-Net) and ``checkpoint_previous.pth`` are removed.
+- Mixed precision follows the run's ``precision`` setting (:mod:`harness.studies.options`):
+  ``amp`` is nnU-Net's fp16 autocast with a ``GradScaler`` on CUDA; ``fp32`` turns autocast off
+  in every forward of the network (training, validation, prediction) and keeps a scaler of
+  constant scale 1 (exact) only to skip non-finite steps. A step whose gradients are not finite
+  is skipped, as ``GradScaler`` does, and counted on the device (no extra host synchronisation
+  per step; nnU-Net's per-step ``loss.item()`` is gone too: the epoch's losses are read once);
+  the count and the longest run of consecutive skipped steps are read at each epoch end. After
+  :data:`NONFINITE_LIMIT` consecutive skipped steps the run stops with
+  :class:`NonFiniteLossError` before that epoch's checkpoint is written, so the last one on disk
+  is the last good epoch. On a CPU there is no scaler: the step is skipped on the host.
+- ``torch.compile`` follows the run's ``compile`` setting (nnU-Net's ``nnUNet_compile``
+  environment variable is ignored); ``torch.backends.cudnn.benchmark`` is on with CUDA, as
+  nnU-Net's entry point sets it.
 - Logs and ``_best_ema`` are stored as plain Python numbers, not numpy scalars, so that
   ``mednext.read_checkpoint`` (weights-only) reads the files with any numpy version (numpy 2
   pickles its scalars under module names numpy 1 does not have). ``load_checkpoint`` takes the
@@ -45,18 +57,45 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
+from torch.amp import GradScaler
 
 from harness import io as harness_io
 from harness.io import write_text
 from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, CheckpointWriteError,
                                         write_checkpoint)
 
-__all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NonFiniteLossError",
-           "trainer_class", "unwrap"]
+__all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NONFINITE_LIMIT",
+           "NonFiniteLossError", "autocast_off", "trainer_class", "unwrap"]
+
+
+NONFINITE_LIMIT = 50   # consecutive skipped steps that stop a run (a scaler's fp16 scale
+                       # reaches 2^-34 by then: no calibration takes that long)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf; the run stops with its last good checkpoint."""
+    """Training produced only non-finite gradients for :data:`NONFINITE_LIMIT` consecutive steps;
+    the run stops with its last good checkpoint."""
+
+
+def autocast_off(module: torch.nn.Module) -> torch.nn.Module:
+    """Run ``module``'s forward with autocast disabled whatever its caller enabled (precision
+    ``fp32``: nnU-Net's validation and prediction open a CUDA autocast region of their own)."""
+    kinds = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    contexts: list = []
+
+    def enter(mod, args):
+        ctxs = [torch.autocast(kind, enabled=False) for kind in kinds]
+        for ctx in ctxs:
+            ctx.__enter__()
+        contexts.append(ctxs)
+
+    def leave(mod, args, output):
+        for ctx in reversed(contexts.pop()):
+            ctx.__exit__(None, None, None)
+
+    module.register_forward_pre_hook(enter)
+    module.register_forward_hook(leave, always_call=True)
+    return module
 
 
 def _plain(obj):
@@ -82,9 +121,8 @@ class CheckedDeepSupervision(DeepSupervisionWrapper):
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    mod = network.module if hasattr(network, "module") and isinstance(
-        network, torch.nn.parallel.DistributedDataParallel) else network
-    return getattr(mod, "_orig_mod", mod)
+    """The network under a ``torch.compile`` wrapper."""
+    return getattr(network, "_orig_mod", network)
 
 
 class BenchTrainer(nnUNetTrainer):
@@ -105,6 +143,15 @@ class BenchTrainer(nnUNetTrainer):
         self.initial_lr = float(recipe["lr"])
         self.weight_decay = float(recipe["weight_decay"])
         self.enable_deep_supervision = bool(recipe["deep_supervision"])
+        self.precision = str(spec["settings"]["precision"])
+        if self.device.type != "cuda":
+            self.grad_scaler = None          # as nnU-Net: no scaler without CUDA
+        elif self.precision == "fp32":       # scale 1 (exact), never grown: it only skips steps
+            self.grad_scaler = GradScaler("cuda", init_scale=1.0, growth_interval=2 ** 30)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.nonfinite_steps = 0             # skipped steps of this attempt (host copy)
+        self._nonfinite = None               # device counters: total, current run, longest run
         self.save_every = 1
         self.output_folder_base = self.output_folder = str(self.run_dir)
         self.log_file = str(Path(self.run_dir) / "training_log.txt")
@@ -117,6 +164,9 @@ class BenchTrainer(nnUNetTrainer):
             raise RuntimeError("BenchTrainer needs a run spec: build the class with trainer_class()")
         return cls.spec
 
+    def _do_i_compile(self) -> bool:
+        return bool(self._spec()["settings"]["compile"])
+
     # ---- network -------------------------------------------------------------------------
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager,
@@ -124,13 +174,14 @@ class BenchTrainer(nnUNetTrainer):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         from harness import registry
         spec = cls._spec()
-        return registry.build_model(
+        net = registry.build_model(
             spec["model"], in_channels=int(num_input_channels),
             num_classes=int(num_output_channels),
             patch_size=tuple(int(p) for p in configuration_manager.patch_size),
             deep_supervision=bool(enable_deep_supervision),
             spacing=tuple(float(s) for s in configuration_manager.spacing),
             activation_checkpointing=bool(spec["recipe"]["activation_checkpointing"]))
+        return autocast_off(net) if spec["settings"]["precision"] == "fp32" else net
 
     def set_deep_supervision_enabled(self, enabled: bool):
         if not self.enable_deep_supervision:
@@ -188,31 +239,81 @@ class BenchTrainer(nnUNetTrainer):
         target = ([t.to(self.device, non_blocking=True) for t in target]
                   if isinstance(target, list) else target.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
-        with (torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda"
-              else dummy_context()):
+        amp = self.device.type == "cuda" and self.precision == "amp"
+        with torch.autocast(self.device.type, enabled=True) if amp else dummy_context():
             output = self.network(data)
             loss = self.loss(output, target)
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch} "
-                f"({self._spec()['model']} on {self._spec()['dataset']}, fold {self.fold}); "
-                "stopped before the optimizer step: checkpoint_latest.pth holds the last good epoch")
-        clip = self._spec()["recipe"].get("grad_clip")
+        # The recipe always clips (grad_clip > 0), so the global gradient norm is at hand: it is
+        # finite exactly when every gradient is, which is GradScaler's test for skipping.
+        clip = float(self._spec()["recipe"]["grad_clip"])
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), float(clip))
-            self.grad_scaler.step(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.grad_scaler.step(self.optimizer)       # skipped when a gradient is not finite
             self.grad_scaler.update()
         else:
             loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), float(clip))
-            self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            if torch.isfinite(norm):                    # host tensors: no device to wait for
+                self.optimizer.step()
+        self._count_nonfinite(~torch.isfinite(norm.detach()))
         self._iteration += 1
         self._report("train", self._iteration, self.num_epochs * self.num_iterations_per_epoch)
-        return {"loss": loss.detach().cpu().numpy()}
+        return {"loss": loss.detach()}
+
+    def _count_nonfinite(self, bad: torch.Tensor) -> None:
+        """Device-side counters of skipped steps (read once per epoch, :meth:`_check_nonfinite`)."""
+        bad = bad.to(torch.int64)
+        if self._nonfinite is None:
+            self._nonfinite = torch.zeros(3, dtype=torch.int64, device=bad.device)
+        total, run, longest = self._nonfinite.unbind()
+        run = (run + bad) * bad
+        self._nonfinite = torch.stack([total + bad, run, torch.maximum(longest, run)])
+
+    def _check_nonfinite(self) -> None:
+        """Log this epoch's skipped steps; stop after :data:`NONFINITE_LIMIT` in a row."""
+        if self._nonfinite is None:
+            return
+        total, run, longest = (int(v) for v in self._nonfinite.tolist())
+        self._nonfinite = torch.stack([torch.zeros_like(self._nonfinite[0]),
+                                       self._nonfinite[1], torch.zeros_like(self._nonfinite[0])])
+        if total:
+            self.nonfinite_steps += total
+            scale = f"; gradient scale now {self.grad_scaler.get_scale():g}" if self.grad_scaler else ""
+            self.print_to_log_file(f"epoch {self.current_epoch}: {total} step(s) with non-finite "
+                                   f"gradients skipped (longest run {longest}){scale}")
+        if longest >= NONFINITE_LIMIT:
+            spec = self._spec()
+            raise NonFiniteLossError(
+                f"{longest} consecutive training steps with non-finite gradients at epoch "
+                f"{self.current_epoch} ({spec['model']} on {spec['dataset']}, fold {self.fold}); "
+                f"stopped before this epoch's checkpoint: {self._last_good()} holds the last good "
+                "epoch")
+
+    def _last_good(self) -> str:
+        if self.checkpoint_on_disk is None:
+            return "no checkpoint (the first epoch did not finish)"
+        name, epoch = self.checkpoint_on_disk
+        return f"{name} (resumes at epoch {epoch})"
+
+    def execution(self) -> dict:
+        """How this attempt actually trained (recorded in run.json beside the requested settings)."""
+        cuda = self.device.type == "cuda"
+        return {"device": str(self.device),
+                "autocast": "fp16" if cuda and self.precision == "amp" else None,
+                "grad_scaler": self.grad_scaler is not None,
+                "compiled": self._do_i_compile(),
+                "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
+                "nonfinite_steps_skipped": int(self.nonfinite_steps)}
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        """The epoch's mean loss over its finite steps, read from the device once."""
+        losses = torch.stack([o["loss"].float().reshape(()) for o in train_outputs])
+        finite = torch.isfinite(losses)
+        mean = losses[finite].mean() if bool(finite.any()) else losses.new_tensor(float("nan"))
+        self.logger.log("train_losses", float(mean), self.current_epoch)
+        self._check_nonfinite()
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def on_train_start(self):

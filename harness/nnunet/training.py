@@ -110,6 +110,7 @@ def train(spec: dict, run_dir: Path, work: Path,
         if spec["init"] is not None:
             info["init_from"] = load_init(trainer, spec, work)
     trainer.run_training()
+    info["execution"] = trainer.execution()
     info["epochs"] = int(trainer.current_epoch)
     info["parameters"] = int(sum(p.numel() for p in unwrap(trainer.network).parameters()))
     return info

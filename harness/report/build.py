@@ -21,6 +21,7 @@ from harness.metrics.definitions import (AGGREGATION, COUNTS, DEFAULT_SDC, METRI
                                         TOLERANCE_MM)
 from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study, results_root
+from harness.studies.options import RunOptions
 
 from . import aggregate, figures, paper, stats, tables
 from .collect import collect
@@ -89,7 +90,7 @@ def _wide(scores: pd.DataFrame, models, tasks, labels: Mapping[str, str], value:
 
 
 def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, sdc: str,
-                n_boot: int, seed: int) -> str:
+                n_boot: int, seed: int, options: RunOptions | None = None) -> str:
     counts = aggregate.empty_counts(per_case) if len(per_case) else pd.DataFrame()
     states = cells["state"].value_counts().to_dict()
     lines = [
@@ -103,6 +104,7 @@ def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, sdc: s
         + _data_text(cells),
         f"- Folds: {', '.join(map(str, prof.folds))} (validation cases pooled over folds); "
         f"epochs {prof.epochs} x {prof.iterations_per_epoch} iterations",
+        "- Options: " + "; ".join((options or RunOptions()).describe(prof)),
         f"- Cells: {len(cells)} declared; " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
         f"- DSC: volumetric Dice. SDC shown: **{sdc}** = {SDC_CONVENTIONS[sdc]}; "
         f"tolerance {TOLERANCE_MM} (DeepMind surface-distance surfels; the other convention is "
@@ -192,11 +194,14 @@ def _figures(per_case: pd.DataFrame, cells: pd.DataFrame, work: Path, fig_dir: P
 def make_report(study: str, profile: str, work: str | Path = "work", out: str | Path | None = None,
                 *, sdc: str = DEFAULT_SDC, n_boot: int = stats.DEFAULT_BOOT, seed: int = stats.DEFAULT_SEED,
                 expected: Sequence[dict] | None = None, compute: Mapping | Callable | None = None,
-                paper_root: str | Path | None = None, with_figures: bool = True) -> dict:
-    """Write every report of ``study``/``profile`` into ``out``.
+                paper_root: str | Path | None = None, with_figures: bool = True,
+                options: RunOptions | None = None) -> dict:
+    """Write every report of ``study``/``profile`` (under ``options``, default the paper's
+    protocol) into ``out``.
 
-    ``out`` defaults to ``results_root() / "<study>-<profile>"`` (``$MEDNEXT_BENCH_RESULTS`` or
-    ``./results``, see :func:`harness.studies.results_root`).
+    ``out`` defaults to ``results_root() / "<study>-<profile><suffix>"`` (``$MEDNEXT_BENCH_RESULTS``
+    or ``./results``, see :func:`harness.studies.results_root`; the suffix names the options that
+    differ from the defaults, :meth:`RunOptions.suffix`).
 
     ``expected`` (the declared cells) defaults to ``harness.studies.runs.expected_runs``; ``compute``
     (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. Returns the paths
@@ -207,10 +212,12 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         raise ValueError(f"unknown surface Dice convention {sdc!r}; known: {', '.join(SDC_CONVENTIONS)}")
     st, prof = load_study(study), load_profile(profile)
     work = Path(work)
-    out = Path(out) if out is not None else results_root() / f"{study}-{profile}"
+    options = (options or RunOptions()).resolved(prof)
+    out = (Path(out) if out is not None
+           else results_root() / f"{study}-{profile}{options.suffix(prof)}")
     if expected is None:
         from harness.studies.runs import expected_runs
-        expected = expected_runs(study, profile, work)
+        expected = expected_runs(study, profile, work, options=options)
     col = collect(expected, work)
     per_case, cells = col.per_case, col.cells
     models, tasks = list(st.models), list(st.datasets)
@@ -273,7 +280,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         written += _figures(per_case, cells, work, out / "figures", models, labels, tasks, avg,
                             compute, notes)
 
-    header = header_text(st, prof, cells, per_case, sdc, n_boot, seed)
+    header = header_text(st, prof, cells, per_case, sdc, n_boot, seed, options)
     body = [header, "## " + st.title, "", tables.to_markdown(table),
             "Marks computed from our numbers at two decimals: " + MARK_RULES[marks],
             "", "## Same table, other surface Dice convention", "", tables.to_markdown(alt),

@@ -118,8 +118,8 @@ def collect(expected: Sequence[dict], work: str | Path) -> Collection:
     return Collection(cells_df, per_case)
 
 
-def collect_study(study: str, profile: str, work: str | Path) -> Collection:
+def collect_study(study: str, profile: str, work: str | Path, options=None) -> Collection:
     """``collect`` over the grid that ``harness.studies.runs.expected_runs`` declares."""
     from harness.studies.runs import expected_runs
 
-    return collect(expected_runs(study, profile, Path(work)), work)
+    return collect(expected_runs(study, profile, Path(work), options=options), work)

@@ -5,6 +5,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from harness.studies.options import add_arguments as add_options
+
     p = subparsers.add_parser(
         "report", help="rebuild the reports of a study from the stored per-case tables",
         description="Collect every declared cell of STUDY under PROFILE from WORK/runs, aggregate "
@@ -15,10 +17,11 @@ def register(subparsers) -> None:
     p.add_argument("--profile", required=True, help="paper | quick | smoke")
     p.add_argument("--work", default="work", help="work folder (default ./work)")
     p.add_argument("--out", default=None,
-                   help="output folder (default $MEDNEXT_BENCH_RESULTS/<study>-<profile>, "
+                   help="output folder (default $MEDNEXT_BENCH_RESULTS/<study>-<profile>[-options], "
                         "$MEDNEXT_BENCH_RESULTS defaulting to ./results)")
     p.add_argument("--sdc", default="nsd_phys", choices=("nsd_phys", "nsd_mednext_code"),
                    help="surface Dice convention of the SDC columns (default: header spacing, 1 mm)")
+    add_options(p)
     p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples (>= 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -27,9 +30,11 @@ def register(subparsers) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from harness.report.build import make_report
+    from harness.studies.options import from_args
 
     res = make_report(args.study, args.profile, args.work, args.out, sdc=args.sdc,
-                      n_boot=args.boot, seed=args.seed, with_figures=not args.no_figures)
+                      n_boot=args.boot, seed=args.seed, with_figures=not args.no_figures,
+                      options=from_args(args))
     cells = res["collection"].cells
     bad = cells[cells["state"] != "ok"]
     print(f"report written to {res['out']} in {res['seconds']} s: {len(cells)} cells, "

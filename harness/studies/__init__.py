@@ -54,6 +54,8 @@ class Profile:
     batch_2d: int
     mirroring: bool
     phantom: dict | None           # {"cases": N, "size": S} for phantom data
+    compile: bool = False          # torch.compile the network (harness.studies.options)
+    precision: str = "amp"         # "amp" (nnU-Net's fp16 autocast on CUDA) | "fp32"
 
     def patch(self, dim: str) -> tuple[int, ...]:
         return self.patch_3d if dim == "3d" else self.patch_2d
@@ -73,6 +75,7 @@ class Profile:
             "patch_3d": list(self.patch_3d), "batch_3d": self.batch_3d,
             "patch_2d": list(self.patch_2d), "batch_2d": self.batch_2d,
             "mirroring": self.mirroring, "phantom": self.phantom,
+            "compile": self.compile, "precision": self.precision,
         }
 
 
@@ -121,6 +124,7 @@ def load_profile(name: str) -> Profile:
         patch_3d=tuple(p["patch_3d"]), batch_3d=p["batch_3d"],
         patch_2d=tuple(p["patch_2d"]), batch_2d=p["batch_2d"],
         mirroring=p["mirroring"], phantom=p["phantom"],
+        compile=bool(p["compile"]), precision=str(p["precision"]),
     )
 
 

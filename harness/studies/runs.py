@@ -12,7 +12,11 @@ small frozen record of everything that decides its result, resolved to values:
 - ``profile``: the profile's settings that reach training (budget, patch and batch of the model's
   dimension, mirroring); its name and list of folds are left out on purpose: two profiles with
   the same settings share their runs, and adding a fold retrains nothing;
-- ``recipe``: the resolved training recipe (optimizer, learning rate, schedule, loss switches);
+- ``recipe``: the resolved training recipe (optimizer, learning rate, schedule, loss switches),
+  from the recipe the user chose (:class:`~harness.studies.options.RunOptions`); its name is left
+  out, so two recipes that resolve to the same values share their runs;
+- ``settings``: the other options that change what trains (:mod:`harness.studies.options`):
+  ``compile`` and ``precision`` always, ``brats_target`` (labels or regions) for BraTS21;
 - ``init``: the id of the run it starts from (UpKern or "continue"), resolved recursively.
 
 The run id is derived from it in one place (:attr:`RunSpec.run_id`, through
@@ -32,11 +36,11 @@ from typing import Any, Mapping
 from harness.errors import UserError
 from harness.provenance import PROTOCOL, canonical_json, run_id
 from harness.studies import Profile, Study, load_profile, load_study
+from harness.studies.options import RunOptions
 
-RECIPE = "paper"   # the registry's recipe of the paper (Sect. 3.1); its code history differs
 PHANTOM_SEED = 20230309     # fixed: the phantoms are part of the benchmark's definition
 SPEC_KEYS = ("protocol", "dataset", "task", "model", "fold", "dim", "data", "network", "profile",
-             "recipe", "init")
+             "recipe", "settings", "init")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class RunSpec:
     network: Mapping[str, Any]
     profile: Mapping[str, Any]
     recipe: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=dict)
     init: Mapping[str, Any] | None = None
     protocol: str = PROTOCOL
     _id: str = field(default="", compare=False, repr=False)
@@ -66,7 +71,7 @@ class RunSpec:
         return {"protocol": self.protocol, "dataset": self.dataset, "task": self.task,
                 "model": self.model, "fold": int(self.fold), "dim": self.dim,
                 "data": self.data, "network": self.network, "profile": self.profile,
-                "recipe": self.recipe, "init": self.init}
+                "recipe": self.recipe, "settings": self.settings, "init": self.init}
 
     @property
     def run_id(self) -> str:
@@ -185,11 +190,20 @@ def network_settings(entry) -> dict:
             "builder_options": list(entry.builder_options)}
 
 
+def run_settings(task: str, options: RunOptions) -> dict:
+    """The settings block of a run on ``task`` under resolved ``options``."""
+    out = {"compile": bool(options.compile), "precision": options.precision}
+    if task == "brats21":
+        out["brats_target"] = options.brats_target
+    return out
+
+
 def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping | None = None,
-             _stack: tuple[str, ...] = ()) -> RunSpec:
-    """The spec of one run; the run it starts from is resolved recursively.
+             options: RunOptions | None = None, _stack: tuple[str, ...] = ()) -> RunSpec:
+    """The spec of one run; the run it starts from is resolved recursively (same options).
 
     ``data`` is the task's data block (:func:`resolve_sources`); phantom profiles compute it.
+    ``options`` default to the paper's (:class:`RunOptions`), compile and precision the profile's.
     """
     from harness import registry
 
@@ -202,15 +216,17 @@ def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping |
             raise UserError(f"profile {profile.name!r} trains on real data: its runs need the "
                             "dataset's fingerprint (pass --data DIR)")
         data = phantom_data(task, profile)
+    options = (options or RunOptions()).resolved(profile)
     entry = registry.get(model)
     init = None
     if entry.init is not None:
-        src = run_spec(task, entry.init["from"], fold, profile, data, _stack + (model,))
+        src = run_spec(task, entry.init["from"], fold, profile, data, options, _stack + (model,))
         init = {"mode": entry.init["mode"], "model": entry.init["from"], "run_id": src.run_id}
     return RunSpec(dataset=profile.dataset_name(task), task=task, model=model, fold=int(fold),
                    dim=entry.dim, data=dict(data), network=network_settings(entry),
                    profile=profile_settings(profile, entry.dim),
-                   recipe=entry.recipe(RECIPE, task).to_dict(), init=init)
+                   recipe=entry.recipe(options.recipe, task).to_dict(),
+                   settings=run_settings(task, options), init=init)
 
 
 @dataclass(frozen=True)
@@ -226,44 +242,46 @@ class PlannedRun:
         return self.spec.run_id
 
 
-def run_plan(study: Study, profile: Profile, sources: Mapping[str, Mapping]) -> list[PlannedRun]:
+def run_plan(study: Study, profile: Profile, sources: Mapping[str, Mapping],
+             options: RunOptions | None = None) -> list[PlannedRun]:
     """Every run a study needs, sources before the runs that start from them."""
     out: dict[str, PlannedRun] = {}
     for task in study.datasets:
         for fold in profile.folds:
             for model in study.models:
-                _add_chain(out, task, model, fold, profile, sources[task], True)
+                _add_chain(out, task, model, fold, profile, sources[task], True, options)
     return list(out.values())
 
 
-def run_chain(task: str, model: str, fold: int, profile: Profile,
-              data: Mapping | None = None) -> list[PlannedRun]:
+def run_chain(task: str, model: str, fold: int, profile: Profile, data: Mapping | None = None,
+              options: RunOptions | None = None) -> list[PlannedRun]:
     """One run and the runs it starts from (sources first)."""
     out: dict[str, PlannedRun] = {}
-    _add_chain(out, task, model, fold, profile, data, True)
+    _add_chain(out, task, model, fold, profile, data, True, options)
     return list(out.values())
 
 
 def _add_chain(out: dict, task: str, model: str, fold: int, profile: Profile, data,
-               in_study: bool) -> None:
+               in_study: bool, options: RunOptions | None) -> None:
     from harness import registry
 
     entry = registry.get(model)
     if entry.init is not None:
-        _add_chain(out, task, entry.init["from"], fold, profile, data, False)
-    spec = run_spec(task, model, fold, profile, data)
+        _add_chain(out, task, entry.init["from"], fold, profile, data, False, options)
+    spec = run_spec(task, model, fold, profile, data, options)
     old = out.get(spec.run_id)
     out[spec.run_id] = PlannedRun(spec, in_study or (old is not None and old.in_study))
 
 
 def expected_runs(study: str, profile: str, work: str | Path,
-                  sources: Mapping[str, Mapping | None] | None = None) -> list[dict]:
+                  sources: Mapping[str, Mapping | None] | None = None,
+                  options: RunOptions | None = None) -> list[dict]:
     """The cells a study declares under a profile: one dict per (dataset, model, fold).
 
     Keys: ``run_id`` (None when the dataset's data are unknown: a real dataset never planned in
     ``work``), ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute or None),
     ``data_fingerprint``. Only the study's own rows. ``sources`` defaults to
-    :func:`recorded_sources`.
+    :func:`recorded_sources`, ``options`` to the paper's.
     """
     st, prof = load_study(study), load_profile(profile)
     work = Path(work).resolve()
@@ -279,7 +297,7 @@ def expected_runs(study: str, profile: str, work: str | Path,
                                 "model": model, "fold": fold, "run_dir": None,
                                 "data_fingerprint": None})
             continue
-        for run in run_plan(dataclasses.replace(st, datasets=(task,)), prof, {task: data}):
+        for run in run_plan(dataclasses.replace(st, datasets=(task,)), prof, {task: data}, options):
             if not run.in_study:
                 continue
             s = run.spec
