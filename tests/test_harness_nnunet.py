@@ -189,3 +189,29 @@ def test_upkern_without_its_source_is_a_clear_error(smoke_work, configured, tmp_
     with pytest.raises(FileNotFoundError, match=r"mednext-s-k3.*train mednext-s-k3 on fold 0 first"):
         load_init(tr, spec, tmp_path / "elsewhere")
     assert run_id(spec).startswith("mednext-s-k5.phantom-kits19.f0.")
+
+
+def test_compile_and_precision_follow_the_run_not_the_environment(smoke_work, smoke_root, tmp_path,
+                                                                   monkeypatch):
+    import os
+
+    from harness.nnunet.env import configure
+    from harness.nnunet.trainer import unwrap
+    from harness.nnunet.training import make_trainer
+
+    monkeypatch.setenv("nnUNet_compile", "true")
+    configure(smoke_root)                    # a user's export does not survive configure
+    assert os.environ["nnUNet_compile"] == "f"
+    monkeypatch.setenv("nnUNet_compile", "true")
+    spec = _spec(smoke_work, "nnunet")
+    assert spec["settings"] == {"compile": False, "precision": "amp"}
+    tr = make_trainer(spec, tmp_path / "run")
+    assert tr._do_i_compile() is False       # the run says no, whatever nnUNet_compile says
+    spec["settings"] = {"compile": True, "precision": "fp32"}
+    tr = make_trainer(spec, tmp_path / "run2")
+    assert tr._do_i_compile() is True
+    tr.initialize()
+    assert unwrap(tr.network) is not tr.network           # compiled
+    assert tr.grad_scaler is None                          # CPU: no scaler in either precision
+    ex = tr.execution()
+    assert ex["compiled"] and ex["autocast"] is None and not ex["cudnn_benchmark"]
