@@ -4,7 +4,8 @@ ConvNets for Medical Image Segmentation", MICCAI 2023; official code MIC-DKFZ/Me
 Public API:
 - ``MedNeXt``: the network (2D/3D, any odd kernel, separate encoder/decoder kernels, optional GRN,
   deep supervision switchable through ``do_ds``, activation checkpointing through
-  ``checkpointing``, the "standard resampling" ablation); official state-dict layout.
+  ``checkpointing``, memory layout through ``layout`` - channels-last on the CPU by default,
+  ``LAYOUTS`` - the "standard resampling" ablation); official state-dict layout.
 - ``create_mednext(size, kernel_size, in_channels, num_classes, deep_supervision=True, dim="3d",
   **overrides)``: the published S/B/M/L configurations (``VARIANTS``, with provenance).
 - ``upkern(source, target)``: UpKern initialisation of a large-kernel network.
@@ -15,14 +16,15 @@ Public API:
 from .blocks import (MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, StridedConvDown,
                      TransposedConvUp)
 from .checkpoint import load_checkpoint, read_checkpoint, read_state_dict
+from .layout import LAYOUTS
 from .network import DIVISOR, RESAMPLING, MedNeXt
 from .upkern import resample_kernel, upkern
 from .variants import (PROVENANCE, REFERENCE_PARAMS, VARIANTS, Variant, create_mednext,
                        get_variant, reference_parameter_count)
 
 __all__ = [
-    "DIVISOR", "MedNeXt", "MedNeXtBlock", "MedNeXtDownBlock", "MedNeXtUpBlock", "OutBlock",
-    "PROVENANCE", "REFERENCE_PARAMS", "RESAMPLING", "StridedConvDown", "TransposedConvUp",
+    "DIVISOR", "LAYOUTS", "MedNeXt", "MedNeXtBlock", "MedNeXtDownBlock", "MedNeXtUpBlock",
+    "OutBlock", "PROVENANCE", "REFERENCE_PARAMS", "RESAMPLING", "StridedConvDown", "TransposedConvUp",
     "VARIANTS", "Variant", "create_mednext", "get_variant", "load_checkpoint", "read_checkpoint",
     "read_state_dict", "reference_parameter_count", "resample_kernel", "upkern",
 ]

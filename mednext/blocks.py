@@ -11,6 +11,8 @@ Differences from the original:
 - the channels-first LayerNorm (``norm_type="layer"``) works in 2D too (the original broadcasts its
   affine parameters for 5-D tensors only, spec a.11.2); its parameters and maths are unchanged;
 - the grouped-depthwise ``n_groups`` option of the original block is not offered;
+- every block also computes its function on channels-last tensors (``forward_channels_last``,
+  the network's ``layout="channels_last"``, :mod:`mednext.layout`), with the same parameters;
 - ``StridedConvDown`` / ``TransposedConvUp`` are this project's reading of the paper's ablation
   "standard up and downsampling" (Table 1 right); the official repository ships no such layers.
 """
@@ -19,6 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .depthwise import depthwise_conv_same
+from .layout import channels_last, norm_channels_last, pointwise
 
 __all__ = [
     "ChannelsFirstLayerNorm",
@@ -91,6 +96,8 @@ class MedNeXtBlock(nn.Module):
             init; parameters ``grn_gamma``/``grn_beta`` of shape (1, exp_r*in_channels, 1, ...)).
     """
 
+    RESOLUTION_KEPT = True   # conv1 is a stride-1 "same" convolution (not in the down/up blocks)
+
     def __init__(self, in_channels: int, out_channels: int, exp_r: int = 4, kernel_size: int = 7,
                  do_res: bool = True, norm_type: str = "group", dim: str = "3d", grn: bool = False):
         super().__init__()
@@ -119,22 +126,44 @@ class MedNeXtBlock(nn.Module):
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """The six-step body without any residual."""
-        x = self.act(self.conv2(self.norm(self.conv1(x))))
-        if self.use_grn:
-            spatial = tuple(range(2, x.dim()))
-            g = torch.linalg.vector_norm(x, ord=2, dim=spatial, keepdim=True)
-            n = g / (g.mean(dim=1, keepdim=True) + 1e-6)
-            x = self.grn_gamma * (x * n) + self.grn_beta + x
-        return self.conv3(x)
+        return self.conv3(self._grn(self.act(self.conv2(self.norm(self.conv1(x))))))
+
+    def body_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``body`` on a channels-last tensor, 1x1 convolutions as matrix products
+        (:mod:`mednext.layout`); same parameters, same function."""
+        x = self.act(pointwise(norm_channels_last(self.norm, self._conv1_channels_last(x)),
+                               self.conv2))
+        return pointwise(self._grn(x), self.conv3)
+
+    def _conv1_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        # the resampling blocks' strided / transposed conv1 keeps torch's own backward
+        return depthwise_conv_same(x, self.conv1) if self.RESOLUTION_KEPT else self.conv1(x)
+
+    def _grn(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.use_grn:
+            return x
+        spatial = tuple(range(2, x.dim()))
+        g = torch.linalg.vector_norm(x, ord=2, dim=spatial, keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + 1e-6)
+        return self.grn_gamma * (x * n) + self.grn_beta + x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        return self._combine(x, self.body(x))
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` for a channels-last input; the output is channels-last too."""
+        return self._combine(x, self.body_channels_last(x))
+
+    def _combine(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input and its body's output."""
         return x + out if self.do_res else out
 
 
 class MedNeXtDownBlock(MedNeXtBlock):
     """2x downsampling MedNeXt block: the depthwise conv has stride 2, the compression doubles the
     width (C -> out_channels), and the optional residual is a stride-2 1x1 conv (``res_conv``)."""
+
+    RESOLUTION_KEPT = False
 
     def __init__(self, in_channels: int, out_channels: int, exp_r: int = 4, kernel_size: int = 7,
                  do_res: bool = True, norm_type: str = "group", dim: str = "3d", grn: bool = False):
@@ -148,11 +177,10 @@ class MedNeXtDownBlock(MedNeXtBlock):
         return conv_class(self.dim)(channels, channels, kernel_size=kernel_size, stride=2,
                                     padding=kernel_size // 2, groups=channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        if self.resample_do_res:
-            out = out + self.res_conv(x)
-        return out
+    def _combine(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        # in the channels-last path too the stride-2 1x1 residual stays a convolution: oneDNN's
+        # kernel is faster there than strided slicing followed by a matrix product
+        return out + self.res_conv(x) if self.resample_do_res else out
 
 
 class MedNeXtUpBlock(MedNeXtBlock):
@@ -165,6 +193,8 @@ class MedNeXtUpBlock(MedNeXtBlock):
     checkpoints were trained with: the first plane along each axis is exactly zero, and input voxel
     i of the residual lands at index 2i+1.
     """
+
+    RESOLUTION_KEPT = False
 
     def __init__(self, in_channels: int, out_channels: int, exp_r: int = 4, kernel_size: int = 7,
                  do_res: bool = True, norm_type: str = "group", dim: str = "3d", grn: bool = False):
@@ -181,11 +211,11 @@ class MedNeXtUpBlock(MedNeXtBlock):
                                                      stride=2, padding=kernel_size // 2,
                                                      groups=channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.pad(self.body(x), self._pad)
+    def _combine(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        # pad(body) + pad(res) == pad(body + res) exactly (the padded voxels are 0 + 0): one pad
         if self.resample_do_res:
-            out = out + F.pad(self.res_conv(x), self._pad)
-        return out
+            out = out + self.res_conv(x)
+        return F.pad(out, self._pad)
 
 
 class OutBlock(nn.Module):
@@ -198,6 +228,9 @@ class OutBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(x)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise(x, self.conv_out)
 
 
 class StridedConvDown(nn.Module):
@@ -212,6 +245,9 @@ class StridedConvDown(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_last(self.conv(x))
+
 
 class TransposedConvUp(nn.Module):
     """Plain 2x upsampling for the "standard resampling" ablation: one 2^d-kernel, stride-2
@@ -224,3 +260,6 @@ class TransposedConvUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_last(self.conv(x))

@@ -18,7 +18,9 @@ Differences from the original:
 - inputs are checked: a spatial size that is not a multiple of 16 raises ``ValueError`` (the
   original fails later with a shape mismatch at a skip addition);
 - ``do_ds`` can only be switched on when the deep-supervision heads were built;
-- ``resampling="standard"`` (the paper's Table 1 right ablation) has no counterpart in the original.
+- ``resampling="standard"`` (the paper's Table 1 right ablation) has no counterpart in the original;
+- ``layout``: the same function computed on channels-last tensors, the default for inputs on the
+  CPU (:mod:`mednext.layout`); ``layout="channels_first"`` is the official computation.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .blocks import (DIMS, NORM_TYPES, MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock,
                      StridedConvDown, TransposedConvUp, conv_class)
+from .layout import check_layout, pointwise, resolve_layout
 
 __all__ = ["MedNeXt", "RESAMPLING", "DIVISOR"]
 
@@ -102,6 +105,13 @@ class MedNeXt(nn.Module):
         checkpointing: non-reentrant activation checkpointing of every block, every down/up block
             and every head while gradients are enabled; identical outputs and gradients, less
             memory, more compute. Switchable later through the attribute. Default False.
+        layout: memory layout of the computation (:mod:`mednext.layout`): "channels_first"
+            (every layer as the official code, bit-exact with it), "channels_last" (activations
+            channels-last from stem to heads, 1x1 convolutions as matrix products; the same
+            function up to float rounding, two to four times as fast for training on a CPU) or
+            "auto" (default: channels-last for inputs on the CPU, channels-first elsewhere).
+            Parameters and state dict are the same in every layout. Switchable later through the
+            attribute.
         resampling: "residual_bottleneck" (default, the MedNeXt down/up blocks of Sect. 2.2) or
             "standard", the Table 1 (right) ablation "Standard Up and Downsampling", in which
             ``down_i`` becomes one plain conv (kernel 2, stride 2, bias; C -> 2C) and ``up_i`` one
@@ -118,7 +128,7 @@ class MedNeXt(nn.Module):
         do_ds: return the list ``[out_0 (1/1), out_1 (1/2), out_2 (1/4), out_3 (1/8), out_4
             (1/16)]`` instead of one tensor, in training and eval mode alike. Can be set to True
             only if the model was built with ``deep_supervision=True``.
-        checkpointing: see above.
+        checkpointing, layout: see above.
 
     Every spatial size of the input must be a multiple of 16, else ``ValueError``.
 
@@ -138,7 +148,7 @@ class MedNeXt(nn.Module):
                  deep_supervision: bool = False, do_res: bool = True, do_res_up_down: bool = True,
                  block_counts: Sequence[int] = (2,) * N_STAGES, norm_type: str = "group",
                  dim: str = "3d", grn: bool = False, checkpointing: bool = False,
-                 resampling: str = "residual_bottleneck"):
+                 resampling: str = "residual_bottleneck", layout: str = "auto"):
         super().__init__()
         self.in_channels = _check_int("in_channels", in_channels)
         self.num_classes = _check_int("num_classes", num_classes)
@@ -201,6 +211,7 @@ class MedNeXt(nn.Module):
                 setattr(self, f"out_{i}", OutBlock(c * 2 ** i, num_classes, dim))
         self.do_ds = deep_supervision
         self.checkpointing = checkpointing
+        self.layout = layout
 
     # -- run-time switches -------------------------------------------------------------------
     @property
@@ -223,6 +234,14 @@ class MedNeXt(nn.Module):
     def checkpointing(self, value: bool) -> None:
         self._checkpointing = _check_bool("checkpointing", value)
 
+    @property
+    def layout(self) -> str:
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: str) -> None:
+        self._layout = check_layout(value)
+
     # -- forward -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless x is (N, in_channels, *spatial) with every spatial size a
@@ -238,39 +257,43 @@ class MedNeXt(nn.Module):
             raise ValueError(f"MedNeXt needs every spatial size to be a positive multiple of "
                              f"{DIVISOR} (four 2x downsamplings); got spatial size {size}")
 
-    def _call(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _call(self, module: nn.Module, x: torch.Tensor, fast: bool) -> torch.Tensor:
+        fn = module.forward_channels_last if fast else module
         if self._checkpointing and torch.is_grad_enabled():
-            return activation_checkpoint(module, x, use_reentrant=False)
-        return module(x)
+            return activation_checkpoint(fn, x, use_reentrant=False)
+        return fn(x)
 
-    def _stage(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    def _stage(self, blocks: nn.Sequential, x: torch.Tensor, fast: bool) -> torch.Tensor:
         for block in blocks:  # one checkpoint per block, as the original 'outside_block' style
-            x = self._call(block, x)
+            x = self._call(block, x, fast)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self.check_input(x)
-        x = self.stem(x)
+        fast = resolve_layout(self._layout, x.device) == "channels_last"
+        # the only layout conversions of the channels-last path: the stem writes channels-last,
+        # the heads' outputs are made contiguous again
+        x = pointwise(x, self.stem) if fast else self.stem(x)
         skips = []
         for i in range(4):
-            x = self._stage(getattr(self, f"enc_block_{i}"), x)
+            x = self._stage(getattr(self, f"enc_block_{i}"), x, fast)
             skips.append(x)
-            x = self._call(getattr(self, f"down_{i}"), x)
-        x = self._stage(self.bottleneck, x)
-        ds = [self._call(self.out_4, x)] if self._do_ds else []
+            x = self._call(getattr(self, f"down_{i}"), x, fast)
+        x = self._stage(self.bottleneck, x, fast)
+        ds = [self._call(self.out_4, x, fast)] if self._do_ds else []
         for i in (3, 2, 1, 0):
-            x = skips.pop() + self._call(getattr(self, f"up_{i}"), x)  # additive skip
-            x = self._stage(getattr(self, f"dec_block_{i}"), x)
+            x = skips.pop() + self._call(getattr(self, f"up_{i}"), x, fast)  # additive skip
+            x = self._stage(getattr(self, f"dec_block_{i}"), x, fast)
             if self._do_ds and i > 0:
-                ds.append(self._call(getattr(self, f"out_{i}"), x))
-        x = self._call(self.out_0, x)
-        if self._do_ds:
-            return [x] + ds[::-1]
-        return x
+                ds.append(self._call(getattr(self, f"out_{i}"), x, fast))
+        outputs = [self._call(self.out_0, x, fast)] + ds[::-1]
+        if fast:
+            outputs = [o.contiguous() for o in outputs]
+        return outputs if self._do_ds else outputs[0]
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
                 f"n_channels={self.n_channels}, exp_r={list(self.exp_r)}, "
                 f"block_counts={list(self.block_counts)}, kernel=({self.enc_kernel_size}, "
                 f"{self.dec_kernel_size}), dim={self.dim!r}, grn={self.grn}, "
-                f"resampling={self.resampling!r}")
+                f"resampling={self.resampling!r}, layout={self._layout!r}")

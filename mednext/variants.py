@@ -93,7 +93,8 @@ def reference_parameter_count(size: str, kernel_size: int, num_classes: int = 14
 
 _FIXED = ("in_channels", "num_classes", "kernel_size", "deep_supervision", "dim")
 _OVERRIDABLE = ("n_channels", "exp_r", "block_counts", "enc_kernel_size", "dec_kernel_size",
-                "do_res", "do_res_up_down", "norm_type", "grn", "checkpointing", "resampling")
+                "do_res", "do_res_up_down", "norm_type", "grn", "checkpointing", "resampling",
+                "layout")
 
 
 def create_mednext(size: str, kernel_size: int, in_channels: int, num_classes: int,
@@ -109,7 +110,8 @@ def create_mednext(size: str, kernel_size: int, in_channels: int, num_classes: i
         deep_supervision: build the 4 extra heads and return 5 outputs while ``do_ds`` is True.
         dim: "3d" or "2d".
         **overrides: any of ``n_channels, exp_r, block_counts, enc_kernel_size, dec_kernel_size,
-            do_res, do_res_up_down, norm_type, grn, checkpointing, resampling`` (see ``MedNeXt``).
+            do_res, do_res_up_down, norm_type, grn, checkpointing, resampling, layout`` (see
+            ``MedNeXt``).
 
     Example:
         >>> net = create_mednext("b", 3, in_channels=1, num_classes=14, resampling="standard")

@@ -1,6 +1,7 @@
 """load_checkpoint: files with wrapping dicts and prefixes (official v1 ``state_dict``, nnU-Net v2
 ``network_weights`` with numpy scalars in the log), clear refusals, and MONAI MedNeXt state dicts
-(equal outputs where the architectures agree, a named refusal where they do not)."""
+(equal outputs where the architectures agree - bit-exact in the channels-first layout, within
+1e-4 in the channels-last one - a named refusal where they do not)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +31,12 @@ def randomised(model: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.n
 
 def outputs_equal(a, b) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def outputs_close(a, b, tol: float = 1e-4) -> bool:
+    """Equal up to ``tol`` of the output's scale (the channels-last layout's rounding)."""
+    return len(a) == len(b) and all(
+        (x - y).abs().max() <= tol * max(1.0, x.abs().max().item()) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("wrap", ["official_v1", "nnunet_v2", "plain"])
@@ -103,16 +110,21 @@ def test_monai_small_loads_and_gives_equal_outputs():
     torch.manual_seed(0)
     monai = randomised(monai_create("S", spatial_dims=3, in_channels=2, out_channels=4,
                                     kernel_size=3, deep_supervision=True), 2)
-    ours = load_checkpoint(create_mednext("S", 3, 2, 4), monai.state_dict())
+    ours = load_checkpoint(create_mednext("S", 3, 2, 4, layout="channels_first"),
+                           monai.state_dict())
     assert ours.dummy_tensor.item() == 1.0
     assert torch.equal(ours.up_3.conv1.weight, monai.up_blocks[0].conv1.weight)
     assert torch.equal(ours.out_4.conv_out.weight, monai.out_blocks[0].conv_out.weight)
     x = torch.randn(1, 2, 32, 16, 16)
     with torch.no_grad():
         monai.train()  # MONAI returns its DS outputs in training mode only
-        assert outputs_equal(monai(x), ours(x))
+        assert outputs_equal(monai(x), ours(x))   # the official layer order: bit-exact
+        ours.layout = "channels_last"
+        assert outputs_close(monai(x), ours(x))
         monai.eval()
         ours.do_ds = False
+        assert outputs_close([monai(x)], [ours(x)])
+        ours.layout = "channels_first"
         assert torch.equal(monai(x), ours(x))
 
 
@@ -127,12 +139,15 @@ def test_monai_custom_config_where_the_architectures_agree():
         blocks_bottleneck=2, blocks_up=(2, 1, 1, 3)), 3)
     ours = load_checkpoint(mednext.MedNeXt(1, 3, exp_r=[3, 3, 3, 3, 3, 4, 3, 2, 5], kernel_size=5,
                                            deep_supervision=True, dim="2d",
-                                           block_counts=[1, 2, 1, 1, 2, 2, 1, 1, 3]),
+                                           block_counts=[1, 2, 1, 1, 2, 2, 1, 1, 3],
+                                           layout="channels_first"),
                            monai.state_dict())
     monai.train()
     x = torch.randn(2, 1, 32, 48)
     with torch.no_grad():
         assert outputs_equal(monai(x), ours(x))
+        ours.layout = "channels_last"
+        assert outputs_close(monai(x), ours(x))
 
 
 def test_monai_base_is_refused_with_the_reason():
