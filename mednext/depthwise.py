@@ -60,12 +60,14 @@ class _DepthwiseConvSame(torch.autograd.Function):
         dy = channels_last(dy)
         dx = dw = db = None
         spatial = tuple(range(2, x.dim()))
+        # under autocast the forward ran in a lower precision than x and weight: so does this
         if ctx.needs_input_grad[0]:
-            dx = _conv(x)(dy, weight.flip(spatial), None, padding=ctx.pad, groups=x.shape[1])
+            dx = _conv(x)(dy, weight.flip(spatial).to(dy.dtype), None, padding=ctx.pad,
+                          groups=x.shape[1]).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            dw = _weight_grad(x, dy, ctx.pad).to(weight.dtype)
+            dw = _weight_grad(x.to(dy.dtype), dy, ctx.pad).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy.sum((0,) + spatial)
+            db = dy.sum((0,) + spatial, dtype=weight.dtype)
         return dx, dw, db, None
 
 
@@ -73,9 +75,10 @@ def depthwise_conv_same(x: torch.Tensor, conv: torch.nn.Module) -> torch.Tensor:
     """``conv(x)`` for a depthwise, stride-1, padding k//2 convolution module with an odd kernel
     (MedNeXt's ``conv1``), x channels-last; backward as in the module docstring."""
     k = conv.kernel_size[0]
-    if (conv.groups != conv.in_channels or conv.out_channels != conv.in_channels or k % 2 == 0
+    if (conv.transposed or conv.padding_mode != "zeros" or conv.groups != conv.in_channels
+            or conv.out_channels != conv.in_channels or k % 2 == 0
             or any(s != 1 for s in conv.stride) or any(d != 1 for d in conv.dilation)
             or any(q != k for q in conv.kernel_size) or any(p != k // 2 for p in conv.padding)):
-        raise ValueError(f"depthwise_conv_same needs a depthwise stride-1 'same' convolution "
-                         f"with an odd cubic kernel, got {conv}")
+        raise ValueError(f"depthwise_conv_same needs a depthwise, stride-1, zero-padded 'same' "
+                         f"convolution with an odd kernel equal along every axis, got {conv}")
     return _DepthwiseConvSame.apply(channels_last(x), conv.weight, conv.bias, k // 2)

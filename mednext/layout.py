@@ -129,7 +129,11 @@ def norm_channels_last(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if flat.shape[0] * flat.shape[1] == 1:     # refused as F.group_norm refuses it
             raise ValueError(f"Expected more than 1 value per channel when training, got input "
                              f"size {list(x.shape)}")
-        y = _InstanceNormChannelsLast.apply(flat, norm.weight, norm.bias, norm.eps)
-        return _channels_to_front(y.view(last.shape))
+        # statistics in float32 at least, as autocast runs group_norm; the output dtype is the
+        # one torch's group norm gives (float32 under autocast, the input's otherwise)
+        dtype = torch.promote_types(x.dtype, norm.weight.dtype)
+        y = _InstanceNormChannelsLast.apply(flat.to(torch.promote_types(dtype, torch.float32)),
+                                            norm.weight, norm.bias, norm.eps)
+        return _channels_to_front(y.to(dtype).view(last.shape))
     y = F.layer_norm(last, (x.shape[1],), norm.weight, norm.bias, norm.eps)
     return _channels_to_front(y)

@@ -83,6 +83,27 @@ def test_channels_last_matches_in_other_configurations(overrides):
     assert_layouts_agree(model, torch.randn(1, 2, 16, 32, 16))
 
 
+def test_channels_last_under_autocast_is_as_close_to_float32_as_channels_first():
+    """Mixed precision (CPU bfloat16 here; CUDA float16 works the same way): the hand-written
+    backward passes follow the forward's lower precision, the norm computes in float32."""
+    torch.manual_seed(0)
+    model = create_mednext("S", 3, 1, 3, **SMALL)
+    x = torch.randn(1, 1, 32, 32, 32)
+    exact = run(model, x, "channels_first")[0]
+    errors = {}
+    for layout in ("channels_first", "channels_last"):
+        model.layout = layout
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        assert all(o.dtype == torch.bfloat16 for o in out)
+        sum(o.float().mean() for o in out).backward()
+        assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+                   for p in model.parameters() if p.requires_grad)
+        errors[layout] = max((a - b.float()).abs().max().item() for a, b in zip(exact, out))
+    assert errors["channels_last"] <= 2 * errors["channels_first"]
+
+
 def test_the_state_dict_does_not_depend_on_the_layout():
     sds = []
     for layout in LAYOUTS:
