@@ -27,7 +27,7 @@ RUNARGS = --profile $(PROFILE) --recipe $(RECIPE) --backend $(BACKEND) --work $(
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
-        bench bench-models bench-metrics bench-faults models clean
+        bench bench-models bench-metrics bench-faults bench-fastpath bench-train models clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -72,10 +72,16 @@ sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom
 models: $(STAMP)  ## print the model registry (parameters, GMACs, recipe)
 	$(BENCH) models
 
-bench: bench-models bench-metrics bench-faults  ## all benchmarks
+bench: bench-models bench-metrics bench-faults bench-fastpath bench-train  ## all benchmarks
 
-bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory -> results/bench/models.csv
+bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory (25-minute budget) -> results/bench/models.csv
 	$(PY) -m harness.bench.models
+
+bench-fastpath: $(STAMP)  ## MedNeXt channels-last vs official layer order vs MONAI, one process -> results/bench/fastpath.csv
+	$(PY) -m harness.bench.fastpath
+
+bench-train: $(STAMP)  ## training through the real trainer, 5 epochs, with and without data loading -> results/bench/train.csv
+	$(PY) -m harness.bench.train --work $(WORK)
 
 bench-faults: $(STAMP)  ## kills, corrupt checkpoints, full disk, two launchers, data loss, bad inputs -> results/bench/faults.csv
 	$(PY) -m harness.bench.faults
@@ -85,7 +91,7 @@ bench-metrics: $(STAMP)  ## surface metrics: reference engine vs fast path on a 
 
 clean:  ## remove .venv and what the harness made in WORK (never converted datasets, never a folder it did not create)
 	@if [ -f "$(WORK)/.mednext-bench.json" ]; then \
-	  for d in datasets runs logs locks jobs reports sanity; do rm -rf "$(WORK)/$$d"; done; \
+	  for d in datasets runs logs locks jobs reports sanity bench-train; do rm -rf "$(WORK)/$$d"; done; \
 	  rm -f "$(WORK)/.mednext-bench.json"; \
 	  rmdir "$(WORK)" 2>/dev/null || echo "kept $(WORK): it holds more than the harness's own folders (e.g. converted datasets in nnUNet_raw)"; \
 	elif [ -e "$(WORK)" ]; then echo "not cleaning $(WORK): mednext-bench did not create it (no .mednext-bench.json)"; fi
