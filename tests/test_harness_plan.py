@@ -240,6 +240,11 @@ def test_run_record_keeps_every_attempt(tmp_path):
     assert first["reason"] == "ValueError: boom" and "ended" in first
     assert {"torch", "nnunetv2", "python"} <= set(data["versions"])
     assert "commit" in first and "dirty" in first and data["device"]["usable_cpus"] >= 1
+    import torch
+    stack = first["stack"]
+    assert stack["torch"] == torch.__version__ and stack["cuda"] == torch.version.cuda
+    assert {"cudnn", "nnunetv2", "monai", "python", "device", "driver"} <= set(stack)
+    assert stack["monai"] and stack["nnunetv2"] and stack["device"]
     # a retry that trains nothing adds its own attempt; the times add up
     rec2 = RunRecord(run_dir, {"model": "m"}, "r")
     rec2.start()
