@@ -42,13 +42,16 @@ def test_bench_plans_impose_one_mm_and_one_configuration():
         bench_plans({"dataset_name": "D", "configurations": {"2d": {}}})
 
 
-def test_training_plans_share_the_preprocessed_data(smoke_root):
+def test_training_plans_are_1mm_and_2d_slices_the_datasets_plane(smoke_root):
     from harness.nnunet.env import configure
     configure(smoke_root)
     p3, c3 = training_plans("Dataset903_PhantomKiTS19", "3d", (32, 32, 32), 2, "nnunet")
     p2, c2 = training_plans("Dataset903_PhantomKiTS19", "2d", (32, 32), 4, "transunet")
     a, b = p3["configurations"][c3], p2["configurations"][c2]
-    assert a["data_identifier"] == b["data_identifier"] and a["spacing"] == b["spacing"] == [1.0] * 3
+    assert a["spacing"] == b["spacing"] == [1.0] * 3
+    # KiTS19 is sliced sagittally (its own 2D data); the 3D plans keep nnU-Net's transpose
+    assert p2["transpose_forward"] == [2, 1, 0] and a["data_identifier"] != b["data_identifier"]
+    assert p3["transpose_forward"] == [0, 1, 2]
     assert (a["patch_size"], a["batch_size"], b["patch_size"], b["batch_size"]) == ([32] * 3, 2, [32] * 2, 4)
     assert b["batch_dice"] is True
     with pytest.raises(FileNotFoundError, match="prepare"):

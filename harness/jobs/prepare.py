@@ -18,7 +18,8 @@ other's files, and nothing of the user's is ever in the way:
 ``splits_final.json`` comes from ``harness.datasets.make_splits`` (nnU-Net's seeded 5-fold rule),
 so nnU-Net and every other model read the same split. A stamp,
 ``nnUNet_preprocessed/<Dataset>/bench_prepare.json``, is written last and records the data block
-(with its fingerprint); the job is done when the stamp's fingerprint is the one asked for.
+(with its fingerprint) and both plans files; the job is done when the stamp's fingerprint is the
+one asked for and it names the 2D plans (a root prepared before those existed is prepared again).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def read_stamp(root: Path, folder: str) -> dict | None:
 def prepare_status(payload: dict) -> str:
     spec, root, _, _ = _paths(payload)
     stamp = read_stamp(root, spec.folder)
-    ok = stamp is not None and stamp.get("data", {}).get("fingerprint") == payload["data"]["fingerprint"]
+    ok = (stamp is not None and "plans_2d" in stamp
+          and stamp.get("data", {}).get("fingerprint") == payload["data"]["fingerprint"])
     return "done" if ok else "pending"
 
 
@@ -91,7 +93,7 @@ def prepare_dataset(payload: dict) -> None:
     _place_raw(payload, spec, root, raw)
     summary = validate_raw(raw, spec.name)
 
-    from harness.nnunet.plans import plan_and_preprocess
+    from harness.nnunet.plans import PLANS_2D_NAME, plan_and_preprocess
     plans_path = plan_and_preprocess(spec.dataset_id, spec.folder)
 
     ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
@@ -99,4 +101,6 @@ def prepare_dataset(payload: dict) -> None:
     write_splits(pre / "splits_final.json", make_splits(cases, n_folds=5, seed=12345))
     write_json(pre / STAMP, {"dataset": spec.name, "folder": spec.folder, "data": payload["data"],
                              "source_path": payload.get("source_path"), "cases": cases,
-                             "plans": str(plans_path), "summary": summary})
+                             "plans": str(plans_path),
+                             "plans_2d": str(plans_path.with_name(f"{PLANS_2D_NAME}.json")),
+                             "summary": summary})

@@ -7,16 +7,28 @@ nnU-Net would have chosen); ``nnUNetPlans_bench.json`` then carries one preproce
 configuration, ``3d_1mm``: nnU-Net's ``3d_fullres`` (normalisation, resampling functions,
 transpose) with the target spacing set to 1 mm. It is preprocessed once and shared by all models.
 
+The 2D configuration slices each 1 mm volume along the plane the official pipeline used for the
+task (:func:`harness.datasets.spec.slicing_plane`: sagittal for KiTS19, axial otherwise).
+nnU-Net's 2D loader and predictor slice axis 0 of the array transposed by the plans'
+``transpose_forward``, which is plan-level (nnU-Net's planner: "if you want a different
+transpose_forward/backward you need to create a new planner"), so the 2D configuration has plans
+of its own, ``nnUNetPlans_bench2d.json`` (configuration ``2d_1mm``): the bench plans with that
+transpose. Where it equals the 3D transpose the two share the preprocessed data; otherwise
+(KiTS19) the 2D plans are preprocessed into their own folder. Prediction undoes the transpose
+(``transpose_backward``), so volumes come back in their original geometry.
+
 At training time :func:`training_plans` adds the configuration a run uses, ``bench_3d`` or
-``bench_2d``, with the profile's patch and batch and the same ``data_identifier`` -- so the 2D
-configuration trains on slices of the same 1 mm volumes, and predicts slice by slice. Its
+``bench_2d``, with the profile's patch and batch and the ``data_identifier`` of its plans -- so the
+2D configuration trains on slices of the 1 mm volumes, and predicts slice by slice. Its
 ``architecture`` entry is nnU-Net's PlainConvUNet topology for that patch (what nnU-Net's planner
 derives: ``get_pool_and_conv_props``, 32 base features, capped at 320 in 3D and 512 in 2D); it
 records nnU-Net's plan, the networks themselves come from the registry.
 
-Differs from MedNeXt's nnU-Net v1 planner (``ExperimentPlanner3D_v21_customTargetSpacing_1x1x1``):
+Differs from MedNeXt's nnU-Net v1 planners (``ExperimentPlanner{3D,2D}_v21_customTargetSpacing_1x1x1``):
 the patch and batch are set explicitly (v1 overwrote only the patch after planning), and the
-2D configuration uses the same 1 mm data instead of nnU-Net's in-plane median spacing.
+2D configuration is 1 mm along the slicing axis too: v1's ``PreprocessorFor2D`` resampled only the
+slice plane to 1 mm and kept the original spacing between slices (MedNeXt ``preprocessing.py``
+@7fdbd4a), so its slices were as far apart as the original voxels along that axis.
 """
 from __future__ import annotations
 
@@ -32,6 +44,8 @@ NNUNET_PLANS = "nnUNetPlans"
 PLANS_NAME = "nnUNetPlans_bench"
 PREPROCESSED_CONFIG = "3d_1mm"
 DATA_IDENTIFIER = f"{PLANS_NAME}_1mm"
+PLANS_2D_NAME = "nnUNetPlans_bench2d"
+PREPROCESSED_2D_CONFIG = "2d_1mm"
 FEATURE_CAP = {"3d": 320, "2d": 512}
 
 
@@ -41,10 +55,12 @@ def preprocessed_folder(folder: str) -> Path:
 
 
 def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
-    """Fingerprint, nnU-Net's plan, the 1 mm bench plan, and its preprocessing.
+    """Fingerprint, nnU-Net's plan, the 1 mm bench plans (3D and 2D), and their preprocessing.
 
     Returns the path of ``nnUNetPlans_bench.json``. Safe to re-run (everything is rewritten).
     """
+    from harness.datasets.spec import slicing_plane
+
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import \
         DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import \
@@ -58,9 +74,13 @@ def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
         planner = ExperimentPlanner(dataset_id, plans_name=NNUNET_PLANS)
         plans = planner.plan_experiment()
     bench = bench_plans(plans)
+    bench_2d = bench_2d_plans(bench, slicing_plane(folder))
     path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
     write_json(path, bench, sort_keys=False)
-    preprocess(dataset_id)
+    write_json(path.with_name(f"{PLANS_2D_NAME}.json"), bench_2d, sort_keys=False)
+    preprocess(dataset_id, PLANS_NAME, PREPROCESSED_CONFIG)
+    if bench_2d["configurations"][PREPROCESSED_2D_CONFIG]["data_identifier"] != DATA_IDENTIFIER:
+        preprocess(dataset_id, PLANS_2D_NAME, PREPROCESSED_2D_CONFIG)
     return path
 
 
@@ -81,17 +101,46 @@ def bench_plans(nnunet_plans: dict) -> dict:
     return plans
 
 
-def preprocess(dataset_id: int) -> None:
+def bench_2d_plans(bench: dict, plane: dict) -> dict:
+    """The bench plans for the 2D configuration: ``transpose_forward`` puts the slicing axis of
+    ``plane`` (:func:`harness.datasets.spec.slicing_plane`) first, one configuration
+    ``2d_1mm``; the 3D data identifier when the transpose is the 3D one, else a new one."""
+    t3 = [int(a) for a in bench["transpose_forward"]]
+    t2 = [int(a) for a in plane["transpose_forward"]]
+    if sorted(t2) != [0, 1, 2]:
+        raise ValueError(f"transpose_forward must be a permutation of 0, 1, 2, got {t2}")
+    order = [t3.index(a) for a in t2]       # 3D-transposed axis of each 2D-transposed axis
+    plans = deepcopy(bench)
+    cfg = plans["configurations"].pop(PREPROCESSED_CONFIG)
+    cfg["data_identifier"] = DATA_IDENTIFIER if t2 == t3 else f"{PLANS_2D_NAME}_1mm"
+    for key in ("spacing", "median_image_size_in_voxels", "patch_size"):
+        cfg[key] = [cfg[key][i] for i in order]
+    arch = cfg.get("architecture", {}).get("arch_kwargs", {})   # nnU-Net's record, axes moved too
+    for key in ("kernel_sizes", "strides"):
+        if key in arch:
+            arch[key] = [[k[i] for i in order] for k in arch[key]]
+    for key in ("original_median_spacing_after_transp", "original_median_shape_after_transp"):
+        if key in plans:
+            plans[key] = [plans[key][i] for i in order]
+    plans.update(plans_name=PLANS_2D_NAME, transpose_forward=t2,
+                 transpose_backward=[t2.index(i) for i in range(3)],
+                 configurations={PREPROCESSED_2D_CONFIG: cfg})
+    plans["protocol"] = {**plans.get("protocol", {}), "slicing_plane": deepcopy(plane)}
+    return plans
+
+
+def preprocess(dataset_id: int, plans_name: str = PLANS_NAME,
+               configuration: str = PREPROCESSED_CONFIG) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
     folder = convert_id_to_dataset_name(dataset_id)
-    plans = json.loads((preprocessed_folder(folder) / f"{PLANS_NAME}.json").read_text())
-    cm = PlansManager(plans).get_configuration(PREPROCESSED_CONFIG)
+    plans = json.loads((preprocessed_folder(folder) / f"{plans_name}.json").read_text())
+    cm = PlansManager(plans).get_configuration(configuration)
     pre = cm.preprocessor_class(verbose=False)
     pre.show_progress_bar = False
     with in_process_pools("nnunetv2.preprocessing.preprocessors.default_preprocessor"):
-        pre.run(dataset_id, PREPROCESSED_CONFIG, PLANS_NAME, num_processes=1)
+        pre.run(dataset_id, configuration, plans_name, num_processes=1)
 
 
 def plain_unet_architecture(dim: str, patch: tuple[int, ...],
@@ -129,16 +178,25 @@ def plain_unet_architecture(dim: str, patch: tuple[int, ...],
 
 
 def training_plans(folder: str, dim: str, patch, batch: int, model: str) -> tuple[dict, str]:
-    """The bench plans plus the configuration a run trains with; returns ``(plans, name)``."""
+    """The bench plans (3D or 2D) plus the configuration a run trains with; returns
+    ``(plans, name)``. The 2D plans must slice the plane of the dataset's facts."""
+    from harness.datasets.spec import slicing_plane
+
     if dim not in ("3d", "2d"):
         raise ValueError(f"dim must be '3d' or '2d', got {dim!r}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch!r}")
-    path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
+    name, config = (PLANS_NAME, PREPROCESSED_CONFIG) if dim == "3d" else \
+        (PLANS_2D_NAME, PREPROCESSED_2D_CONFIG)
+    path = preprocessed_folder(folder) / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first")
+        raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first (a data "
+                                "root prepared before the 2D plans existed must be prepared again)")
     plans = json.loads(path.read_text())
-    cfg = deepcopy(plans["configurations"][PREPROCESSED_CONFIG])
+    if dim == "2d" and plans["transpose_forward"] != slicing_plane(folder)["transpose_forward"]:
+        raise ValueError(f"{path} slices with transpose {plans['transpose_forward']}, the dataset's "
+                         f"facts say {slicing_plane(folder)['transpose_forward']}: prepare it again")
+    cfg = deepcopy(plans["configurations"][config])
     patch = [int(p) for p in patch]
     cfg.update(patch_size=patch, batch_size=int(batch),
                architecture=plain_unet_architecture(dim, tuple(patch)), bench_model=model)
