@@ -177,6 +177,9 @@ def test_settings_are_part_of_the_identity_where_they_apply():
     base = run_spec("brats21", "nnunet", 0, quick)
     assert base.settings == {"compile": False, "precision": "amp", "brats_target": "labels"}
     assert run_spec("btcv", "nnunet", 0, quick).settings == {"compile": False, "precision": "amp"}
+    assert run_spec("kits19", "transunet", 0, quick).settings["plane"] == \
+        {"plane": "sagittal", "transpose_forward": [2, 1, 0]}
+    assert run_spec("btcv", "transunet", 0, quick).settings["plane"]["plane"] == "axial"
     variants = [run_spec("brats21", "nnunet", 0, quick, options=o) for o in (
         RunOptions(brats_target="regions"), RunOptions(compile=True), RunOptions(precision="fp32"))]
     assert len({v.run_id for v in variants} | {base.run_id}) == 4

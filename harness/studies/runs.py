@@ -16,7 +16,8 @@ small frozen record of everything that decides its result, resolved to values:
   from the recipe the user chose (:class:`~harness.studies.options.RunOptions`); its name is left
   out, so two recipes that resolve to the same values share their runs;
 - ``settings``: the other options that change what trains (:mod:`harness.studies.options`):
-  ``compile`` and ``precision`` always, ``brats_target`` (labels or regions) for BraTS21;
+  ``compile`` and ``precision`` always, ``brats_target`` (labels or regions) for BraTS21, and
+  for a 2D model the dataset's slicing plane;
 - ``init``: the id of the run it starts from (UpKern or "continue"), resolved recursively.
 
 The run id is derived from it in one place (:attr:`RunSpec.run_id`, through
@@ -190,11 +191,21 @@ def network_settings(entry) -> dict:
             "builder_options": list(entry.builder_options)}
 
 
-def run_settings(task: str, options: RunOptions) -> dict:
-    """The settings block of a run on ``task`` under resolved ``options``."""
+def run_settings(task: str, dim: str, options: RunOptions) -> dict:
+    """The settings block of a run of dimension ``dim`` on ``task`` under resolved ``options``.
+
+    A 2D run also carries its slicing plane (:func:`harness.datasets.spec.slicing_plane`): the
+    plane and the transpose that decide what it trains on; the plane's sources and certainty
+    are documentation, recorded with the dataset's facts, not hashed.
+    """
+    from harness.datasets.spec import slicing_plane
+
     out = {"compile": bool(options.compile), "precision": options.precision}
     if task == "brats21":
         out["brats_target"] = options.brats_target
+    if dim == "2d":
+        plane = slicing_plane(task)
+        out["plane"] = {"plane": plane["plane"], "transpose_forward": plane["transpose_forward"]}
     return out
 
 
@@ -226,7 +237,7 @@ def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping |
                    dim=entry.dim, data=dict(data), network=network_settings(entry),
                    profile=profile_settings(profile, entry.dim),
                    recipe=entry.recipe(options.recipe, task).to_dict(),
-                   settings=run_settings(task, options), init=init)
+                   settings=run_settings(task, entry.dim, options), init=init)
 
 
 @dataclass(frozen=True)
