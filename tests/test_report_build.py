@@ -52,7 +52,10 @@ def test_report_files_and_header(table2_report):
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000
     header = (out / "header.md").read_text()
     assert "smoke" in header and "phantom" in header and "Folds: 0" in header
-    assert "nsd_phys" in header and "tolerance 1.0" in header and "surface-distance 0.1" in header
+    assert "tolerance 1.0" in header and "surface-distance 0.1" in header
+    # Both surface Dice conventions by their labels, and the one the paper's numbers use.
+    assert "**SDC (1 mm)** (`nsd_phys`)" in header and "**SDC (1 voxel)** (`nsd_mednext_code`)" in header
+    assert "the paper's SDC numbers are **SDC (1 voxel)** values" in header and "[1,1,1]" in header
     # 5 models ran on BTCV (8 cases x 13 organs, one both-empty pair each); 4 on KiTS19.
     assert "phantom-btcv: 520 pairs; both empty (NaN) 5;" in header
     assert "phantom-kits19: 96 pairs; both empty (NaN) 0; reference empty only 0; " \
@@ -69,19 +72,29 @@ def test_report_names_missing_and_failed_cells(table2_report):
     assert (cells["state"] == "missing").sum() == 41 and (cells["state"] == "failed").sum() == 1
 
 
+def _read(path):
+    """A report CSV; an empty convention (DSC, HD95) reads as "" rather than NaN."""
+    df = pd.read_csv(path)
+    return df.fillna({"convention": ""}) if "convention" in df else df
+
+
+def _score(res, model, task, metric):
+    sc = res["scores"]
+    return sc[(sc["model"] == model) & (sc["task"] == task) & (sc["metric"] == metric)
+              & (sc["variant"] == "nan-excluded")].iloc[0]
+
+
 def test_report_numbers_follow_the_tables(table2_report):
     res, out = table2_report
-    t = pd.read_csv(out / "table2.csv")
-    nn = t[t["model"] == "nnunet"].iloc[0]
-    scores = res["scores"]
-    s = scores[(scores["model"] == "nnunet") & (scores["task"] == "btcv") & (scores["metric"] == "dsc")
-               & (scores["variant"] == "nan-excluded")].iloc[0]
-    assert nn["btcv_DSC"] == pytest.approx(100 * s["score"], abs=1e-3)
+    t = _read(out / "table2.csv")
+    cell = t.set_index(["model", "dataset", "metric"])
+    s = _score(res, "nnunet", "btcv", "dsc")
+    assert cell.loc[("nnunet", "btcv", "dsc"), "value"] == pytest.approx(100 * s["score"], abs=1e-3)
+    assert cell.loc[("nnunet", "btcv", "dsc"), "ci_lo"] == pytest.approx(100 * s["ci_lo"], abs=1e-3)
     assert s["ci_lo"] <= s["score"] <= s["ci_hi"] and s["n_cases"] == 8
     # UNETR lacks BraTS21 and TransUNet lacks KiTS19: their AVG is empty, not a mean over three.
-    assert np.isnan(t.loc[t["model"] == "unetr", "avg_DSC"].iloc[0])
-    assert np.isnan(t.loc[t["model"] == "transunet", "avg_SDC"].iloc[0])
-    assert set(t["sdc"]) == {"nsd_phys"}
+    assert np.isnan(cell.loc[("unetr", "avg", "dsc"), "value"])
+    assert np.isnan(cell.loc[("transunet", "avg", "nsd_mednext_code"), "value"])
     cmp = pd.read_csv(out / "table2_vs_paper.csv")
     assert len(cmp) == 15 * 10
     r = cmp[(cmp["model"] == "nnunet") & (cmp["dataset"] == "btcv") & (cmp["metric"] == "DSC")].iloc[0]
@@ -89,6 +102,48 @@ def test_report_numbers_follow_the_tables(table2_report):
     tests = pd.read_csv(out / "tests.csv")
     assert {"vs nnU-Net", "vs best baseline"} == set(tests["comparison"])
     assert (tests["p_holm"].dropna() >= tests["p"].dropna().loc[tests["p_holm"].dropna().index]).all()
+
+
+def test_every_table_carries_both_surface_dice_conventions(table2_report):
+    res, out = table2_report
+    t = _read(out / "table2.csv")
+    labelled = t.drop_duplicates("metric").set_index("metric")
+    assert labelled.loc["nsd_phys", ["column", "convention"]].tolist() == ["SDC (1 mm)", "1 mm"]
+    assert labelled.loc["nsd_mednext_code", ["column", "convention"]].tolist() == ["SDC (1 voxel)", "1 voxel"]
+    assert labelled.loc["dsc", "convention"] == ""
+    cell = t.set_index(["model", "dataset", "metric"])["value"]
+    for metric in ("nsd_phys", "nsd_mednext_code"):
+        assert cell[("nnunet", "kits19", metric)] == pytest.approx(
+            100 * _score(res, "nnunet", "kits19", metric)["score"], abs=1e-3)
+    md, tex = (out / "table2.md").read_text(), (out / "table2.tex").read_text()
+    for text in (md, tex):
+        assert "BTCV" in text and "SDC (1 mm)" in text and "SDC (1 voxel)" in text
+    assert "| BTCV DSC | BTCV SDC (1 mm) | BTCV SDC (1 voxel) |" in md
+    assert "**SDC (1 voxel)** (`nsd_mednext_code`)" in md           # defined under the table
+    for name, column in (("tests.csv", "metric"), ("ranks.csv", "metric"), ("scores.csv", "metric"),
+                         ("per_class.csv", "metric")):
+        df = _read(out / name)
+        pairs = set(zip(df[column], df["convention"]))
+        assert {("nsd_phys", "1 mm"), ("nsd_mednext_code", "1 voxel"), ("dsc", "")} <= pairs, name
+    report = (out / "report.md").read_text()
+    assert "| model | label | DSC | SDC (1 mm) | SDC (1 voxel) |" in report           # ranks
+    assert "btcv SDC (1 mm)" in report and "btcv SDC (1 voxel)" in report           # tests
+
+
+def test_the_paper_is_compared_in_its_own_surface_dice_convention(table2_report):
+    res, out = table2_report
+    cmp = _read(out / "table2_vs_paper.csv")
+    assert set(zip(cmp["metric"], cmp["ours_metric"], cmp["convention"])) == {
+        ("DSC", "dsc", ""), ("SDC", "nsd_mednext_code", "1 voxel")}
+    r = cmp[(cmp["model"] == "nnunet") & (cmp["dataset"] == "kits19") & (cmp["metric"] == "SDC")].iloc[0]
+    vox = _score(res, "nnunet", "kits19", "nsd_mednext_code")
+    assert r["ours"] == pytest.approx(100 * vox["score"]) and r["paper"] == 86.88
+    assert r["ci_lo"] == pytest.approx(100 * vox["ci_lo"])
+    # The fixture's 1 mm values are 1 point lower: the comparison did not use them.
+    assert abs(r["ours"] - 100 * _score(res, "nnunet", "kits19", "nsd_phys")["score"]) > 0.5
+    report = (out / "report.md").read_text()
+    assert "compared with our SDC (1 voxel) values" in report
+    assert "| nnUNet | Baselines | kits19 | SDC | SDC (1 voxel) |" in report
 
 
 def test_cli_report_on_the_declared_grid(tmp_path, capsys):
@@ -104,12 +159,12 @@ def test_cli_report_on_the_declared_grid(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     args = parser.parse_args(["report", "--study", "ablations", "--profile", "smoke", "--work", str(work),
-                              "--out", str(tmp_path / "out"), "--no-figures", "--sdc", "nsd_mednext_code"])
+                              "--out", str(tmp_path / "out"), "--no-figures"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert f"{len(cells)} cells, {len(cells) - 1} ok, 1 missing" in printed and cells[-1]["run_id"] in printed
     md = (tmp_path / "out" / "table1_right.md").read_text()
-    assert "SDC = nsd_mednext_code" in md and "Standard Up and Downsampling" in md
+    assert "SDC (1 mm)" in md and "SDC (1 voxel)" in md and "Standard Up and Downsampling" in md
     header = (tmp_path / "out" / "header.md").read_text()
     for cell in cells:                       # the report names the data version of every dataset
         assert f"{cell['dataset']} {cell['data_fingerprint'][:12]}" in header
@@ -154,3 +209,14 @@ def test_cli_ablations_report_with_no_runs_lists_every_cell_as_missing(tmp_path,
     for name in ("table1_right.md", "table1_right.csv", "table1_right.tex", "table1_right_vs_paper.csv",
                  "cells.csv", "figures/boxplot_dsc.png"):
         assert (out / name).is_file(), name
+
+
+def test_cli_refuses_the_old_sdc_flag(tmp_path, capsys):
+    from harness import cli
+
+    rc = cli.main(["report", "--study", "ablations", "--profile", "smoke", "--work", str(tmp_path),
+                   "--no-figures", "--sdc", "nsd_phys"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--sdc is no longer an option" in err and "SDC (1 voxel)" in err
+    assert not (tmp_path / "runs").exists()
+
