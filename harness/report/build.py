@@ -3,14 +3,14 @@
 ``make_report(study, profile, work, out)`` collects the declared cells, aggregates them as the
 paper does, adds bootstrap intervals, paired tests and ranks, renders the paper's table
 (Table 2 or Table 1 right) with the paper's marks computed from our numbers, puts the paper's
-own numbers beside ours, draws the figures and writes a header that states the protocol
-(``header``).
+own numbers beside ours, lists each model's training recipe as run, draws the figures and writes
+a header that states the protocol (``header``).
 
 Surface Dice appears in both conventions in every table, test and rank, each under its label
 (``SDC (1 mm)``: header spacing; ``SDC (1 voxel)``: spacing (1,1,1), what the official MedNeXt
 evaluation computed). The comparison with the paper uses the 1-voxel values, the convention of
 the paper's SDC numbers (``harness.metrics.definitions.PAPER_SDC``). Every CSV is long, with
-``metric`` and ``convention`` columns where a metric appears.
+``metric`` and ``convention`` columns where a metric appears, and names the recipe.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study, results_root
 from harness.studies.options import RunOptions
 
-from . import aggregate, figures, paper, stats, tables
+from . import aggregate, figures, paper, recipes, stats, tables
 from .collect import collect
 from .header import header_text, metric_info, problems_text, sdc_lines
 
@@ -144,8 +144,9 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     differ from the defaults, :meth:`RunOptions.suffix`).
 
     ``expected`` (the declared cells) defaults to ``harness.studies.runs.expected_runs``; ``compute``
-    (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. Returns the paths
-    written, the collection and the timings.
+    (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. A declared cell may
+    carry its resolved ``recipe`` and ``settings`` (shown for a cell that never ran; otherwise the
+    registry resolves them). Returns the paths written, the collection and the timings.
     """
     t0 = time.perf_counter()
     st, prof = load_study(study), load_profile(profile)
@@ -165,8 +166,11 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     # Figures need one name per model: a label shared by two models (MedNeXt-S with kernel 3
     # and 5) falls back to the model name.
     shared = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
-    labels = {m: (m if lab in shared else lab) for m, lab in labels.items()}
+    printed, labels = labels, {m: (m if lab in shared else lab) for m, lab in labels.items()}
     written: list[Path] = []
+
+    def tagged(df: pd.DataFrame) -> pd.DataFrame:     # every result CSV names its recipe
+        return df.assign(recipe=options.recipe)
 
     scores = _with_convention(score_table(per_case, list(METRICS), n_boot, seed))
     main = scores[scores["variant"] == "nan-excluded"]
@@ -183,7 +187,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     sdc_note = (f"{shown['nsd_phys']}: header spacing, tolerance 1 mm; {shown[PAPER_SDC]}: "
                 "spacing (1,1,1), tolerance 1, as the official MedNeXt evaluation computed it "
                 "(the convention of the paper's SDC numbers)")
-    table = table_of("score", f"{st.title} [ours; {prof.name} profile, "
+    table = table_of("score", f"{st.title} [ours; recipe {options.recipe}; {prof.name} profile, "
                               f"{prof.data} data]. {sdc_note}.")
     lo, hi = (table_of(v).values for v in ("ci_lo", "ci_hi"))
     wide = _wide(main, models, tasks, shown, "score")
@@ -197,12 +201,12 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     sdc_md = "".join(f"- {line}\n" for line in sdc_lines())
     written += [write_text(stem.with_suffix(".md"), tables.to_markdown(table) + "\n" + sdc_md),
                 write_text(stem.with_suffix(".tex"), tables.to_latex(table)),
-                _csv(stem.with_suffix(".csv"), long)]
+                _csv(stem.with_suffix(".csv"), tagged(long))]
     cmp = paper.compare(table, lo, hi, paper.load_paper_table(st.paper_table, paper_root),
                         columns=PAPER_COLUMNS)
     cmp.insert(cmp.columns.get_loc("column") + 1, "ours_metric", cmp["column"].map(by_label))
     cmp = _with_convention(cmp, "ours_metric")
-    written.append(_csv(out / f"{st.paper_table}_vs_paper.csv", cmp))
+    written.append(_csv(out / f"{st.paper_table}_vs_paper.csv", tagged(cmp)))
 
     tests, ranks = [], []
     baselines = [r.model for r in st.rows if r.group in tables.BASELINE_GROUPS]
@@ -220,9 +224,12 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     per_class = (_with_convention(pd.concat([aggregate.class_means(per_case, m).assign(metric=m)
                                              for m in METRICS], ignore_index=True))
                  if len(per_case) else pd.DataFrame())
-    written += [_csv(out / "scores.csv", scores), _csv(out / "tests.csv", tests_df),
-                _csv(out / "ranks.csv", ranks_df), _csv(out / "per_class.csv", per_class),
-                _csv(out / "cells.csv", cells), _csv(out / "metric_info.csv", metric_info())]
+    rec = recipes.recipe_table(expected, work, options, printed)
+    written += [_csv(out / "scores.csv", tagged(scores)), _csv(out / "tests.csv", tagged(tests_df)),
+                _csv(out / "ranks.csv", tagged(ranks_df)),
+                _csv(out / "per_class.csv", tagged(per_class)),
+                _csv(out / "cells.csv", tagged(cells)), _csv(out / "recipes.csv", rec),
+                _csv(out / "metric_info.csv", metric_info())]
 
     notes: list[str] = []
     if with_figures:
@@ -237,6 +244,10 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     body = [header, "## " + st.title, "", tables.to_markdown(table),
             "Marks computed from our numbers at two decimals, each column on its own (so each "
             "surface Dice convention separately): " + MARK_RULES[marks], "", sdc_md,
+            f"## Training recipes (recipe: {options.recipe})", "",
+            "As run: read from each run's run.json; a model with cells that never ran shows what "
+            "they would run with (\"declared, not run\"). Values that differ between datasets "
+            "are listed after the common one.", "", recipes.recipe_markdown(rec, models),
             "## Paired tests (per-case class means; median difference, Holm-adjusted p; * p < 0.05)",
             "", _tests_markdown(tests_df, labels),
             "## Beside the paper (percent; CI = our 95% bootstrap interval)", "",
@@ -251,7 +262,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         body += ["## Notes", ""] + [f"- {n}" for n in notes]
     written += [write_text(out / "header.md", header), write_text(out / "report.md", "\n".join(body) + "\n")]
     return {"out": out, "written": written, "collection": col, "scores": scores, "table": table,
-            "comparison": cmp, "tests": tests_df, "ranks": ranks_df,
+            "comparison": cmp, "tests": tests_df, "ranks": ranks_df, "recipes": rec,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -12,8 +12,9 @@ def register(subparsers) -> None:
         description="Collect every declared cell of STUDY under PROFILE from WORK/runs, aggregate "
                     "as the paper (pooled CV, per-class mean, mean over classes), add bootstrap "
                     "intervals and paired tests, and write tables (md/csv/tex; surface Dice at "
-                    "1 mm and at 1 voxel, the paper's convention), the comparison with the paper "
-                    "and figures into OUT. Missing and failed cells are listed.")
+                    "1 mm and at 1 voxel, the paper's convention), the comparison with the paper, "
+                    "each model's recipe as run and figures into OUT. Missing and failed cells "
+                    "are listed.")
     p.add_argument("--study", required=True, choices=("table2", "ablations"))
     p.add_argument("--profile", required=True, help="paper | quick | smoke")
     p.add_argument("--work", default="work", help="work folder (default ./work)")

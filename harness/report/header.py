@@ -1,7 +1,7 @@
 """The protocol a report states before its numbers: header, metric metadata, missing cells.
 
 The header names the profile, the data versions, the folds, the options the runs were trained
-under, both surface Dice conventions and which one the paper's numbers use, the
+under (recipe first), both surface Dice conventions and which one the paper's numbers use, the
 aggregation, the empty-mask rules and how many cases each touched, the intervals and tests, and
 the library versions (metrics spec, section 4.3: a table's footnote block).
 """
@@ -57,6 +57,8 @@ def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, n_boot
     lines = [
         f"# {study.title}",
         "",
+        f"- Recipe: **{options.recipe}** (each model's optimizer, learning rate, schedule and "
+        "switches as run: section \"Training recipes\" and recipes.csv)",
         f"- Profile: **{prof.name}** ({prof.description}) -- data: **{prof.data}**"
         + (" (phantoms: synthetic volumes, numbers say nothing about the paper's datasets)"
            if prof.data == "phantom" else ""),
