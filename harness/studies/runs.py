@@ -191,8 +191,9 @@ def network_settings(entry) -> dict:
             "builder_options": list(entry.builder_options)}
 
 
-def run_settings(task: str, dim: str, options: RunOptions) -> dict:
-    """The settings block of a run of dimension ``dim`` on ``task`` under resolved ``options``.
+def run_settings(task: str, options: RunOptions, dim: str | None = None) -> dict:
+    """The settings block of a run of dimension ``dim`` on ``task`` under resolved ``options``
+    (``dim`` None: the settings every run has, without a 2D run's plane).
 
     A 2D run also carries its slicing plane (:func:`harness.datasets.spec.slicing_plane`): the
     plane and the transpose that decide what it trains on; the plane's sources and certainty
@@ -237,7 +238,7 @@ def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping |
                    dim=entry.dim, data=dict(data), network=network_settings(entry),
                    profile=profile_settings(profile, entry.dim),
                    recipe=entry.recipe(options.recipe, task).to_dict(),
-                   settings=run_settings(task, entry.dim, options), init=init)
+                   settings=run_settings(task, options, entry.dim), init=init)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ def expected_runs(study: str, profile: str, work: str | Path,
 
     Keys: ``run_id`` (None when the dataset's data are unknown: a real dataset never planned in
     ``work``), ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute or None),
-    ``data_fingerprint``. Only the study's own rows. ``sources`` defaults to
+    ``data_fingerprint``, ``recipe`` and ``settings`` (the resolved values the run trains with;
+    None when the run id is). Only the study's own rows. ``sources`` defaults to
     :func:`recorded_sources`, ``options`` to the paper's.
     """
     st, prof = load_study(study), load_profile(profile)
@@ -306,7 +308,7 @@ def expected_runs(study: str, profile: str, work: str | Path,
                 for model in st.models:
                     out.append({"run_id": None, "dataset": prof.dataset_name(task), "task": task,
                                 "model": model, "fold": fold, "run_dir": None,
-                                "data_fingerprint": None})
+                                "data_fingerprint": None, "recipe": None, "settings": None})
             continue
         for run in run_plan(dataclasses.replace(st, datasets=(task,)), prof, {task: data}, options):
             if not run.in_study:
@@ -314,5 +316,6 @@ def expected_runs(study: str, profile: str, work: str | Path,
             s = run.spec
             out.append({"run_id": s.run_id, "dataset": s.dataset, "task": s.task, "model": s.model,
                         "fold": s.fold, "run_dir": str(work / "runs" / s.run_id),
-                        "data_fingerprint": data["fingerprint"]})
+                        "data_fingerprint": data["fingerprint"], "recipe": dict(s.recipe),
+                        "settings": dict(s.settings)})
     return out
