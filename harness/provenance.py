@@ -123,6 +123,7 @@ def peak_memory() -> dict:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["peak_cuda_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     return out
 
 
