@@ -218,3 +218,28 @@ def test_compile_and_precision_follow_the_run_not_the_environment(smoke_work, sm
     assert tr.grad_scaler is None                          # CPU: no scaler in either precision
     ex = tr.execution()
     assert ex["compiled"] and ex["autocast"] is None and not ex["cudnn_benchmark"]
+
+
+def test_nnunet_file_listing_forks_no_process_inside_in_process_pools(tmp_path, monkeypatch):
+    import multiprocessing.dummy
+    import os
+
+    import nnunetv2.utilities.utils as listing
+    from harness.nnunet.env import in_process_pools
+
+    for case in ("a", "b"):
+        (tmp_path / f"{case}_0000.nii.gz").touch()
+    forked = []
+
+    def no_fork():
+        forked.append(1)
+        raise AssertionError("a process was forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    original = listing.Pool
+    with in_process_pools():
+        assert listing.Pool is multiprocessing.dummy.Pool
+        lists = listing.create_lists_from_splitted_dataset_folder(str(tmp_path), ".nii.gz")
+    assert [[p.rsplit("/", 1)[1] for p in files] for files in lists] == \
+        [["a_0000.nii.gz"], ["b_0000.nii.gz"]]
+    assert listing.Pool is original and not forked
