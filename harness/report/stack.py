@@ -49,9 +49,11 @@ _CONV3D = ("3D convolutions under AMP (fp16/bf16) about 4x slower than on torch 
            "comparable with other stacks. Use torch 2.8, or cuDNN 9.15 or newer with torch 2.9.1.")
 _CONV3D_SOURCES = ("pytorch/pytorch issue #166122 (\"4x performance regression for 3D convs with "
                    "AMP on torch 2.9.0\", 2025-10-23; closed); the cuDNN guard: pytorch/pytorch "
-                   "pull request #163581 (cuDNN >= 9.8, no upper bound in 2.9.0); bounded to cuDNN "
-                   "9.8-9.14 (pull request #166480) and, for 2.9.1, the advice to install cuDNN "
-                   "9.15+ (issue #166643, comment of 2025-11-11)")
+                   "pull request #163581 (cuDNN >= 9.8, no upper bound, as in 2.9.0); a bound below "
+                   "cuDNN 9.15 proposed in pull request #166480; for 2.9.1 the maintainers' advice "
+                   "to install cuDNN 9.15+ (issue #166643, comment of 2025-11-11), and 2.9.1 "
+                   "re-enabling cuDNN 3D convolutions from cuDNN 9.15 as reported downstream "
+                   "(nvidia-cosmos/cosmos-predict2.5 pull request #147)")
 KNOWN_REGRESSIONS: tuple[Regression, ...] = (
     Regression("torch-2.9.0-conv3d-amp", ("2.9.0",), 90800, None, _CONV3D, _CONV3D_SOURCES),
     Regression("torch-2.9.1-conv3d-amp", ("2.9.1",), 90800, 91500, _CONV3D, _CONV3D_SOURCES),
