@@ -54,9 +54,12 @@ def test_report_files_and_header(table2_report):
     res, out = table2_report
     for name in ("table2.md", "table2.csv", "table2.tex", "table2_vs_paper.csv", "scores.csv",
                  "tests.csv", "ranks.csv", "per_class.csv", "cells.csv", "header.md", "report.md",
-                 "metric_info.csv", "recipes.csv"):
+                 "metric_info.csv", "recipes.csv", "compute.csv", "compute.md", "suitability.csv",
+                 "rank_stability.csv", "rank_stability.md", "reproduction.csv", "reproduction.md",
+                 "stacks.csv"):
         assert (out / name).is_file(), name
-    for stem in ("boxplot_dsc", "heatmap_dsc", "accuracy_vs_compute", "training_curves"):
+    for stem in ("boxplot_dsc", "heatmap_dsc", "accuracy_vs_compute", "training_curves", "pareto",
+                 "rank_stability"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000
     header = (out / "header.md").read_text()
@@ -80,6 +83,31 @@ def test_report_names_missing_and_failed_cells(table2_report):
     cells = pd.read_csv(out / "cells.csv")
     assert len(cells) == 60 and (cells["state"] == "ok").sum() == 18
     assert (cells["state"] == "missing").sum() == 41 and (cells["state"] == "failed").sum() == 1
+
+
+def test_report_sections_beyond_the_paper(table2_report):
+    res, out = table2_report
+    comp = pd.read_csv(out / "compute.csv").set_index("model")
+    assert list(comp.index) == list(load_study("table2").models) and set(comp["recipe"]) == {"paper"}
+    # progress.csv: 3 s epochs of the smoke profile's 1 iteration (run.json records no profile)
+    assert comp.loc["nnunet", "s_per_iter"] == 3.0 and comp.loc["nnunet", "runs"] == 4
+    assert comp.loc["nnunet", "paper_fold_hours"] == pytest.approx(3.0 * 250_000 / 3600, abs=1e-3)
+    assert comp.loc["mednext-b-k3", "runs"] == 0 and np.isnan(comp.loc["mednext-b-k3", "s_per_iter"])
+    assert comp.loc["mednext-b-k3", "gmacs"] == 90.0           # counted figures of a model not run
+    suit = pd.read_csv(out / "suitability.csv")
+    assert suit["dataset"].tolist() == ["btcv", "amos22", "kits19", "brats21"]
+    ranks = pd.read_csv(out / "rank_stability.csv")
+    assert np.allclose(ranks.groupby(["task", "model"])["frequency"].sum(), 1.0)
+    assert set(ranks.loc[ranks["task"] == "kits19", "model"]) == {"nnunet", "unetr", "mednext-s-k3",
+                                                                  "mednext-s-k5"}
+    rep = pd.read_csv(out / "reproduction.csv")
+    assert (rep["dataset"] != "avg").all() and rep["half_width"].isna().all()     # one fold: no band
+    report = (out / "report.md").read_text()
+    for heading in ("## Compute beside accuracy", "### Dataset suitability", "### Rank stability",
+                    "## Reproduction band", "## Software stacks"):
+        assert heading in report, heading
+    assert "No run recorded its software stack." in report
+    assert set(res["compute"]["model"]) == set(comp.index)
 
 
 def _read(path):

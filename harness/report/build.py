@@ -21,15 +21,19 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.io import atomic_path, write_text
+from harness.io import write_text
 from harness.metrics.definitions import METRICS, PAPER_SDC
 from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study, results_root
 from harness.studies.options import RunOptions
 
 from . import aggregate, figures, paper, recipes, stats, tables
+from .beyond import beyond_paper, counted_models
+from .beyond import write_csv as _csv
 from .collect import collect
+from .compute import model_compute
 from .header import header_text, metric_info, problems_text, sdc_lines
+from .runinfo import read_progress
 
 MARK_RULES = {
     "table2": "bold = MedNeXt cell >= best baseline of the column; underline = kernel 5 > "
@@ -40,12 +44,6 @@ MARK_RULES = {
 TABLE_METRICS = ("dsc", "nsd_phys", "nsd_mednext_code")
 # Our column compared with each of the paper's metrics (its SDC is a 1-voxel SDC).
 PAPER_COLUMNS = {METRICS["dsc"].label: "DSC", METRICS[PAPER_SDC].label: "SDC"}
-
-
-def _csv(path: Path, df: pd.DataFrame) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return path
 
 
 def _with_convention(df: pd.DataFrame, column: str = "metric") -> pd.DataFrame:
@@ -86,47 +84,28 @@ def _wide(scores: pd.DataFrame, models, tasks, labels: Mapping[str, str], value:
     return aggregate.wide_scores(sub, models, tasks, list(labels.values()), value=value)
 
 
-def _compute_figures(models, compute: Mapping | Callable | None) -> tuple[dict, str]:
-    if isinstance(compute, Mapping):
-        return dict(compute), ""
-    if compute is None:
-        try:
-            from harness.registry import compute_summary as compute
-        except ImportError as exc:
-            return {}, f"compute figures unavailable: {exc}"
-    out, errors = {}, []
-    for m in models:
-        try:
-            out[m] = compute(m)
-        except Exception as exc:       # a model the registry cannot count is named, not fatal
-            errors.append(f"{m}: {type(exc).__name__}: {exc}")
-    return out, "; ".join(errors)
-
-
 def _figures(per_case: pd.DataFrame, cells: pd.DataFrame, work: Path, fig_dir: Path, models,
              labels: Mapping[str, str], tasks, avg: Mapping[str, float],
-             compute: Mapping | Callable | None, notes: list[str]) -> list[Path]:
-    """All figures; problems that do not stop the report (a model without compute figures, an
-    unreadable progress.csv) are appended to ``notes``."""
+             counted: Mapping[str, Mapping], notes: list[str]) -> list[Path]:
+    """The paper-side figures; problems that do not stop the report (an unreadable
+    progress.csv) are appended to ``notes``."""
     by_task = {"dataset": lambda d: d["dataset"].map(task_of)}
     written = figures.case_boxplots(aggregate.case_means(per_case, "dsc").assign(**by_task),
                                     models, labels, tasks, fig_dir)
     pcm = (aggregate.class_means(per_case, "dsc").assign(**by_task) if len(per_case)
            else pd.DataFrame(columns=["dataset", "model", "class", "mean"]))
     written += figures.class_heatmap(pcm, models, labels, tasks, fig_dir)
-    # Only models with an AVG score are plotted: count only those (the registry builds each).
-    comp, note = _compute_figures([m for m in models if not np.isnan(avg.get(m, np.nan))], compute)
-    if note:
-        notes.append(note)
-    written += figures.compute_plot(avg, comp, labels, fig_dir)
+    written += figures.compute_plot(avg, counted, labels, fig_dir)
     progress = {}
     for r in cells.itertuples(index=False):
-        path = work / "runs" / str(r.run_id) / "progress.csv"
-        if path.is_file():
-            try:
-                progress[(task_of(r.dataset), r.model, int(r.fold))] = pd.read_csv(path)
-            except (OSError, ValueError) as exc:
-                notes.append(f"{path}: unreadable ({exc})")
+        folder = work / "runs" / str(r.run_id)
+        try:
+            df = read_progress(folder)
+        except (OSError, ValueError) as exc:
+            notes.append(f"{folder / 'progress.csv'}: unreadable ({exc})")
+            continue
+        if df is not None:
+            progress[(task_of(r.dataset), r.model, int(r.fold))] = df
     written += figures.training_curves(progress, labels, tasks, fig_dir)
     return written
 
@@ -232,10 +211,19 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                 _csv(out / "metric_info.csv", metric_info())]
 
     notes: list[str] = []
+    counted, note = model_compute(counted_models(models, cells, compute), compute)
+    if note:
+        notes.append(note)
     if with_figures:
         avg = wide[("avg", "DSC")].to_dict()
         written += _figures(per_case, cells, work, out / "figures", models, labels, tasks, avg,
-                            compute, notes)
+                            counted, notes)
+    extra, sections, beyond = beyond_paper(
+        expected=expected, work=work, out=out, per_case=per_case, cells=cells, main=main,
+        wide=wide, cmp=cmp, models=models, labels=labels, tasks=tasks, counted=counted,
+        iterations_per_epoch=prof.iterations_per_epoch, recipe=options.recipe, n_boot=n_boot,
+        seed=seed, with_figures=with_figures, notes=notes)
+    written += extra
 
     header = header_text(st, prof, cells, per_case, n_boot, seed, options)
     rank_view = (ranks_df.pivot(index="model", columns="metric", values="mean_rank")
@@ -257,12 +245,12 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
             "DSC has no convention.", "",
             paper.comparison_markdown(cmp), "## Mean rank over datasets (1 = best)", "",
             tables.md_frame(rank_view.rename_axis("model").reset_index()), "",
-            "## Missing and failed cells", "", problems_text(cells)]
+            *sections, "## Missing and failed cells", "", problems_text(cells)]
     if notes:
         body += ["## Notes", ""] + [f"- {n}" for n in notes]
     written += [write_text(out / "header.md", header), write_text(out / "report.md", "\n".join(body) + "\n")]
     return {"out": out, "written": written, "collection": col, "scores": scores, "table": table,
-            "comparison": cmp, "tests": tests_df, "ranks": ranks_df, "recipes": rec,
+            "comparison": cmp, "tests": tests_df, "ranks": ranks_df, "recipes": rec, **beyond,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -16,12 +16,12 @@ datasets written as "1e-3 (KiTS19: 1e-4)".
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from .runinfo import read_record, run_dir
 from .tables import DATASET_LABELS, md_frame
 
 FIELDS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "eps", "poly_exponent",
@@ -31,12 +31,9 @@ AS_RUN, DECLARED = "run.json", "declared, not run"
 COLUMNS = ("recipe", "model", "label", "dataset", "task", "source", "folds") + FIELDS + SETTINGS
 
 
-def _run_spec(run_dir: Path) -> dict | None:
-    """The spec of a run folder's ``run.json`` when it records a recipe, else None."""
-    try:
-        spec = json.loads((run_dir / "run.json").read_text()).get("spec")
-    except (OSError, ValueError, AttributeError):
-        return None
+def _run_spec(record: dict | None) -> dict | None:
+    """The spec of a ``run.json`` record when it records a recipe, else None."""
+    spec = (record or {}).get("spec")
     return spec if isinstance(spec, dict) and isinstance(spec.get("recipe"), dict) else None
 
 
@@ -64,10 +61,7 @@ def recipe_table(expected: Sequence[Mapping], work: str | Path, options,
     for cell in expected:
         model, dataset = cell["model"], cell["dataset"]
         task = cell.get("task", dataset)
-        spec = None
-        if cell.get("run_id") is not None:
-            run_dir = Path(cell.get("run_dir") or Path(work) / "runs" / str(cell["run_id"]))
-            spec = _run_spec(run_dir)
+        spec = _run_spec(read_record(run_dir(cell, work)))
         if spec is not None:
             recipe, settings, source = spec["recipe"], spec.get("settings") or {}, AS_RUN
         else:
