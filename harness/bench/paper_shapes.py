@@ -183,6 +183,7 @@ def make_case(folder: Path, size_xyz, spacing_xyz, seed: int = 0) -> Path:
         return path
     shape_zyx = tuple(int(n) for n in size_xyz[::-1])
     fov = max(16, round(max(n * s for n, s in zip(size_xyz[:2], spacing_xyz[:2]))))
+    # the renderer itself: phantom.render_case caps the field of view at 128 mm (training cases)
     image = phantom_abdomen.render(TASK, np.random.default_rng([seed, 512]), fov, 0)[0]
     factors = [n / m for n, m in zip(shape_zyx, image.shape)]
     image = ndimage.zoom(image.astype(np.float32), factors, order=1, mode="nearest")
