@@ -27,7 +27,7 @@ RUNARGS = --profile $(PROFILE) --recipe $(RECIPE) --backend $(BACKEND) --work $(
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
-        bench bench-models bench-metrics bench-faults models clean
+        bench bench-models bench-metrics bench-faults bench-paper-shapes models clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -72,7 +72,7 @@ sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom
 models: $(STAMP)  ## print the model registry (parameters, GMACs, recipe)
 	$(BENCH) models
 
-bench: bench-models bench-metrics bench-faults  ## all benchmarks
+bench: bench-models bench-metrics bench-faults bench-paper-shapes  ## all benchmarks
 
 bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory -> results/bench/models.csv
 	$(PY) -m harness.bench.models
@@ -80,12 +80,15 @@ bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory 
 bench-faults: $(STAMP)  ## kills, corrupt checkpoints, full disk, two launchers, data loss, bad inputs -> results/bench/faults.csv
 	$(PY) -m harness.bench.faults
 
+bench-paper-shapes: $(STAMP)  ## every Table 2 entry at 128^3 x 2 / 512^2 x 14 through the trainer and predictor (CPU: about 90 min, budgeted) -> results/bench/paper_shapes.csv
+	$(PY) -m harness.bench.paper_shapes --work $(WORK)
+
 bench-metrics: $(STAMP)  ## surface metrics: reference engine vs fast path on a liver-sized object
 	$(PY) -m harness.bench.metrics
 
 clean:  ## remove .venv and what the harness made in WORK (never converted datasets, never a folder it did not create)
 	@if [ -f "$(WORK)/.mednext-bench.json" ]; then \
-	  for d in datasets runs logs locks jobs reports sanity; do rm -rf "$(WORK)/$$d"; done; \
+	  for d in datasets runs logs locks jobs reports sanity bench; do rm -rf "$(WORK)/$$d"; done; \
 	  rm -f "$(WORK)/.mednext-bench.json"; \
 	  rmdir "$(WORK)" 2>/dev/null || echo "kept $(WORK): it holds more than the harness's own folders (e.g. converted datasets in nnUNet_raw)"; \
 	elif [ -e "$(WORK)" ]; then echo "not cleaning $(WORK): mednext-bench did not create it (no .mednext-bench.json)"; fi

@@ -145,6 +145,12 @@ def _proc_status_kib(field: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set size so far (Linux ``VmHWM``), or None where unreadable."""
+    kib = _proc_status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
 def _release_free_memory() -> None:
     """Give memory that the C allocator keeps after ``free`` back to the system (glibc only)."""
     try:

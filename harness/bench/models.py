@@ -15,8 +15,6 @@ read). Networks that are identical (e.g. ``mednext-b-k3-2x`` and ``mednext-b-k3`
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -129,15 +127,6 @@ def bench(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in COLUMNS})
-    return buf.getvalue()
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child is not None:
@@ -145,18 +134,14 @@ def main(argv=None) -> int:
         return 0
     if args.size < 1 or args.size_2d < 1 or args.batch < 1 or args.steps < 1:
         raise SystemExit("--size, --size-2d, --batch and --steps must be positive")
-    from harness.io import write_text
+    from harness.bench import write_table
 
     try:
         rows = bench(args)
     except ValueError as e:
         print(f"bench-models: {e}", file=sys.stderr)
         return 2
-    text = to_csv(rows)
-    args.out = args.out or default_out()
-    write_text(args.out, text)
-    print(text, end="")
-    print(f"wrote {os.fspath(args.out)}", file=sys.stderr)
+    write_table(rows, COLUMNS, args.out or default_out())
     return 0 if all(r["status"] in ("ok", "not measured") for r in rows) else 1
 
 
