@@ -13,9 +13,10 @@ is written here is the planner's layout and the wiring:
 * topology (kernels, strides, features 32 * 2^i capped at 320 in 3D / 512 in 2D) from nnU-Net's
   rule, :func:`baselines.nnunet.plan_topology`, for the patch and spacing trained; the ResEnc
   planners call the same ``get_pool_and_conv_props`` as the default planner;
-* residual encoder blocks per stage (1, 3, 4, 6, 6, 6, ...) (DNA ``BasicBlockD``: two 3x3x3 convs,
-  the first of a stage strided, pooled 1x1x1 projection on the skip path), one conv per decoder
-  stage, conv bias, InstanceNorm (eps 1e-5, affine), LeakyReLU(0.01), deep-supervision heads;
+* a stem conv, then residual encoder blocks per stage (1, 3, 4, 6, 6, 6, ...) (DNA ``BasicBlockD``:
+  two convs, the first block of a stage strided, average pooling and a 1x1x1 projection on its
+  skip path), one conv per decoder stage, conv bias, InstanceNorm (eps 1e-5, affine),
+  LeakyReLU(0.01), deep-supervision heads;
 * nnU-Net's initialisation for this class (``ResidualEncoderUNet.initialize``: Kaiming normal
   a=1e-2, zero bias, and the last norm of every residual block set to zero so each block starts as
   its skip path), applied the way nnU-Net v2 applies it (``network.apply(network.initialize)``).
