@@ -26,11 +26,11 @@ BENCH := $(VENV)/bin/mednext-bench
 RUNARGS = --profile $(PROFILE) --recipe $(RECIPE) --backend $(BACKEND) --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(CLUSTER),--cluster $(CLUSTER))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
-        bench bench-models bench-metrics bench-faults bench-paper-shapes models clean
+.PHONY: help install test test-all test-slurm reproduce-table2 reproduce-table2-plus ablations report \
+        sanity bench bench-models bench-metrics bench-faults bench-paper-shapes models clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
 # torch first, from $(TORCH); then the project under constraints.txt plus a pin of the torch that
 # was just installed, so that no dependency (nnunetv2 -> timm -> torchvision) can replace it.
@@ -58,6 +58,9 @@ test-slurm: $(STAMP)  ## the SLURM tests against the local single-node cluster
 
 reproduce-table2: $(STAMP)  ## Table 2: 15 models x 4 datasets, then the reports (PROFILE, BACKEND, DATA)
 	$(BENCH) run --study table2 $(RUNARGS)
+
+reproduce-table2-plus: $(STAMP)  ## Table 2 + two rows beyond the paper (nnU-Net ResEnc, MedNeXt-B + GRN); reuses Table 2's runs
+	$(BENCH) run --study table2-plus $(RUNARGS)
 
 ablations: $(STAMP)  ## Table 1 (right): the MedNeXt-B ablations on BTCV and AMOS22, then the reports
 	$(BENCH) run --study ablations $(RUNARGS)

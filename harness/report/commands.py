@@ -5,6 +5,7 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from harness.studies import STUDIES
     from harness.studies.options import add_arguments as add_options
 
     p = subparsers.add_parser(
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
                     "1 mm and at 1 voxel, the paper's convention), the comparison with the paper, "
                     "each model's recipe as run and figures into OUT. Missing and failed cells "
                     "are listed.")
-    p.add_argument("--study", required=True, choices=("table2", "ablations"))
+    p.add_argument("--study", required=True, choices=STUDIES)
     p.add_argument("--profile", required=True, help="paper | quick | smoke")
     p.add_argument("--work", default="work", help="work folder (default ./work)")
     p.add_argument("--out", default=None,

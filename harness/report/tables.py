@@ -7,7 +7,9 @@ BTCV and AMOS22. Values are percent with two decimals. The marks are computed fr
 compared at the printed precision (two decimals), with the paper's rules:
 
 - Table 2: bold = a MedNeXt cell >= the best baseline of that column; underline = a kernel-5 cell
-  > the kernel-3 cell of the same configuration (both marks may apply; the paper's text shows one);
+  > the kernel-3 cell of the same configuration (both marks may apply; the paper's text shows one).
+  A row of another group (``table2-plus``: "Beyond the paper") is not a baseline: bold when it
+  reaches the best of the paper's baselines, never underlined, and the paper's rows keep their marks;
 - Table 1 (right): bold = the best row of its comparison group (the reference row is not marked).
 """
 from __future__ import annotations
