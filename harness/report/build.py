@@ -154,14 +154,14 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     scores = _with_convention(score_table(per_case, list(METRICS), n_boot, seed))
     main = scores[scores["variant"] == "nan-excluded"]
     shown = {m: METRICS[m].label for m in TABLE_METRICS}
-    marks = "table2" if study == "table2" else "group-best"
+    marks = "table2" if st.paper_table == "table2" else "group-best"
 
     def table_of(value: str, caption: str = "") -> tables.Table:
         w = _wide(main, models, tasks, shown, value)
         if value != "score":    # a mean of interval bounds is no interval: AVG gets none
             w.loc[:, [c for c in w.columns if c[0] == "avg"]] = np.nan
         return tables.build_table(st.paper_table, st.rows, w, tasks, caption, marks,
-                                  metrics=tuple(shown.values()), with_avg=study == "table2")
+                                  metrics=tuple(shown.values()), with_avg=st.paper_table == "table2")
 
     sdc_note = (f"{shown['nsd_phys']}: header spacing, tolerance 1 mm; {shown[PAPER_SDC]}: "
                 "spacing (1,1,1), tolerance 1, as the official MedNeXt evaluation computed it "
