@@ -243,3 +243,35 @@ def test_nnunet_file_listing_forks_no_process_inside_in_process_pools(tmp_path, 
     assert [[p.rsplit("/", 1)[1] for p in files] for files in lists] == \
         [["a_0000.nii.gz"], ["b_0000.nii.gz"]]
     assert listing.Pool is original and not forked
+
+
+@pytest.mark.parametrize("target, heads", [("labels", 4), ("regions", 3)])
+def test_both_brats_targets_predict_a_label_map_scored_as_the_same_regions(target, heads):
+    """nnU-Net's label manager under each target's dataset.json: the outputs it trains (softmax
+    with background, or one sigmoid per region) and the label map prediction writes, from which
+    harness.metrics forms WT, TC and ET -- the regions the network predicted."""
+    import numpy as np
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from harness.datasets import task_spec
+    from harness.metrics.regions import regions_for
+
+    spec = task_spec("phantom-brats21")
+    dj = spec.target_dataset_json(spec.dataset_json(5), target)
+    lm = LabelManager(dj["labels"], dj.get("regions_class_order"))
+    assert lm.num_segmentation_heads == heads == spec.num_outputs(target)
+    assert lm.has_regions == (target == "regions")
+    g = torch.arange(16.0)
+    z, y, x = torch.meshgrid(g, g, g, indexing="ij")
+    r = ((z - 8) ** 2 + (y - 7) ** 2 + (x - 8) ** 2).sqrt()
+    wt, tc, et = r < 7, r < 4, (r < 4) & (r >= 2)     # nested: oedema, necrotic core, enhancing rim
+    if target == "regions":
+        logits = torch.stack([torch.where(m, 4.0, -4.0) for m in (wt, tc, et)])
+    else:  # one logit per label: background, edema (WT only), necrosis (TC, not ET), enhancing
+        label = torch.zeros_like(r, dtype=torch.long)
+        label[wt], label[tc], label[et] = 1, 2, 3
+        logits = torch.nn.functional.one_hot(label, 4).permute(3, 0, 1, 2).float() * 8
+    seg = np.asarray(lm.convert_logits_to_segmentation(logits))
+    assert set(np.unique(seg).tolist()) == {0, 1, 2, 3}
+    for region, mask in zip(regions_for("phantom-brats21"), (wt, tc, et)):
+        assert np.array_equal(region.mask(seg), mask.numpy()), region.name

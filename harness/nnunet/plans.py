@@ -18,11 +18,23 @@ transpose. Where it equals the 3D transpose the two share the preprocessed data;
 (``transpose_backward``), so volumes come back in their original geometry.
 
 At training time :func:`training_plans` adds the configuration a run uses, ``bench_3d`` or
-``bench_2d``, with the profile's patch and batch and the ``data_identifier`` of its plans -- so the
-2D configuration trains on slices of the 1 mm volumes, and predicts slice by slice. Its
-``architecture`` entry is nnU-Net's PlainConvUNet topology for that patch (what nnU-Net's planner
-derives: ``get_pool_and_conv_props``, 32 base features, capped at 320 in 3D and 512 in 2D); it
-records nnU-Net's plan, the networks themselves come from the registry.
+``bench_2d``, with the profile's patch and batch and the ``data_identifier`` of its plans and
+training target (below) -- so the 2D configuration trains on slices of the 1 mm volumes, and
+predicts slice by slice. Its ``architecture`` entry is nnU-Net's PlainConvUNet topology for that
+patch (what nnU-Net's planner derives: ``get_pool_and_conv_props``, 32 base features, capped at
+320 in 3D and 512 in 2D); it records nnU-Net's plan, the networks themselves come from the
+registry.
+
+Label and region training (BraTS21, :mod:`harness.studies.options`) share nnU-Net's plan (the
+planner reads the labels only to count outputs for its memory estimate: four entries in both
+forms) and the preprocessed arrays (the stored segmentation is the label map either way), but not
+the foreground locations that nnU-Net's preprocessor stores per case (``class_locations``, keyed
+by label or by region), from which its data loader draws the centre of each oversampled patch.
+So ``nnUNet_preprocessed/<Dataset>/dataset.json`` is written in the plain-label form, and BraTS21
+gets a second data folder beside ``nnUNetPlans_bench_1mm`` (preprocessed by nnU-Net with the
+labels): ``nnUNetPlans_bench_1mm_regions``, whose arrays are hard links to the first and whose
+locations are sampled per region from the stored segmentation by the preprocessor's own sampler
+and seed -- what preprocessing with the region form stores, without preprocessing twice.
 
 Differs from MedNeXt's nnU-Net v1 planners (``ExperimentPlanner{3D,2D}_v21_customTargetSpacing_1x1x1``):
 the patch and batch are set explicitly (v1 overwrote only the patch after planning), and the
@@ -35,8 +47,9 @@ from __future__ import annotations
 import json
 from copy import deepcopy
 from pathlib import Path
+from typing import Mapping
 
-from harness.io import write_json
+from harness.io import atomic_dir, write_json
 from harness.nnunet.env import in_process_pools, planning_threads
 
 TARGET_SPACING = (1.0, 1.0, 1.0)
@@ -46,6 +59,7 @@ PREPROCESSED_CONFIG = "3d_1mm"
 DATA_IDENTIFIER = f"{PLANS_NAME}_1mm"
 PLANS_2D_NAME = "nnUNetPlans_bench2d"
 PREPROCESSED_2D_CONFIG = "2d_1mm"
+REGIONS_DATA_IDENTIFIER = f"{DATA_IDENTIFIER}_regions"
 FEATURE_CAP = {"3d": 320, "2d": 512}
 
 
@@ -54,9 +68,18 @@ def preprocessed_folder(folder: str) -> Path:
     return Path(str(nnUNet_preprocessed)) / folder
 
 
-def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
+def data_identifier(target: str | None = None) -> str:
+    """The preprocessed data folder of a training target (``labels``, default, or ``regions``)."""
+    return REGIONS_DATA_IDENTIFIER if target == "regions" else DATA_IDENTIFIER
+
+
+def plan_and_preprocess(dataset_id: int, folder: str,
+                        dataset_jsons: Mapping[str, dict] | None = None) -> Path:
     """Fingerprint, nnU-Net's plan, the 1 mm bench plans (3D and 2D), and their preprocessing.
 
+    ``dataset_jsons``: the ``dataset.json`` of each training target to prepare
+    (``TaskSpec.target_dataset_json``); ``labels`` replaces nnU-Net's copy of the raw file,
+    ``regions`` adds the region data folder. None: the raw file, labels only.
     Returns the path of ``nnUNetPlans_bench.json``. Safe to re-run (everything is rewritten).
     """
     from harness.datasets.spec import slicing_plane
@@ -78,9 +101,14 @@ def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
     path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
     write_json(path, bench, sort_keys=False)
     write_json(path.with_name(f"{PLANS_2D_NAME}.json"), bench_2d, sort_keys=False)
+    jsons = dict(dataset_jsons or {})
+    if "labels" in jsons:
+        write_json(preprocessed_folder(folder) / "dataset.json", jsons["labels"], sort_keys=False)
     preprocess(dataset_id, PLANS_NAME, PREPROCESSED_CONFIG)
     if bench_2d["configurations"][PREPROCESSED_2D_CONFIG]["data_identifier"] != DATA_IDENTIFIER:
         preprocess(dataset_id, PLANS_2D_NAME, PREPROCESSED_2D_CONFIG)
+    if "regions" in jsons:
+        derive_region_data(folder, jsons["regions"])
     return path
 
 
@@ -143,6 +171,43 @@ def preprocess(dataset_id: int, plans_name: str = PLANS_NAME,
         pre.run(dataset_id, configuration, plans_name, num_processes=1)
 
 
+def derive_region_data(folder: str, regions_dataset_json: dict) -> Path:
+    """``nnUNetPlans_bench_1mm_regions`` from the label-preprocessed folder: the arrays hard-linked
+    (copied where links fail), each case's ``class_locations`` sampled per region (module
+    docstring). Replaces an earlier one; returns the folder."""
+    import os
+    import shutil
+
+    import numpy as np
+    from batchgenerators.utilities.file_and_folder_operations import write_pickle
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pre = preprocessed_folder(folder)
+    plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(PREPROCESSED_CONFIG)
+    lm = pm.get_label_manager(regions_dataset_json)
+    if not lm.has_regions or lm.has_ignore_label:
+        raise ValueError(f"{folder}: region data need regions and no ignore label")
+    src, dst = pre / DATA_IDENTIFIER, pre / REGIONS_DATA_IDENTIFIER
+    dataset = infer_dataset_class(str(src))(str(src))
+    with atomic_dir(dst) as tmp:
+        for f in sorted(src.iterdir()):
+            if f.suffix != ".pkl":
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+        for case in dataset.identifiers:
+            _, seg, _, props = dataset.load_case(case)
+            # the preprocessor's own call (default seed), on the segmentation it stored
+            props["class_locations"] = cm.preprocessor_class._sample_foreground_locations(
+                np.asarray(seg[:]), lm.foreground_regions)
+            write_pickle(props, str(tmp / f"{case}.pkl"))
+    return dst
+
+
 def plain_unet_architecture(dim: str, patch: tuple[int, ...],
                             spacing: tuple[float, ...] = TARGET_SPACING) -> dict:
     """nnU-Net's PlainConvUNet topology for ``patch`` (the planner's rule, minimum edge 4)."""
@@ -177,9 +242,11 @@ def plain_unet_architecture(dim: str, patch: tuple[int, ...],
     }
 
 
-def training_plans(folder: str, dim: str, patch, batch: int, model: str) -> tuple[dict, str]:
+def training_plans(folder: str, dim: str, patch, batch: int, model: str,
+                   target: str | None = None) -> tuple[dict, str]:
     """The bench plans (3D or 2D) plus the configuration a run trains with; returns
-    ``(plans, name)``. The 2D plans must slice the plane of the dataset's facts."""
+    ``(plans, name)``. The 2D plans must slice the plane of the dataset's facts. ``target``
+    (``labels``, default, or ``regions``) selects the preprocessed data folder."""
     from harness.datasets.spec import slicing_plane
 
     if dim not in ("3d", "2d"):
@@ -198,6 +265,11 @@ def training_plans(folder: str, dim: str, patch, batch: int, model: str) -> tupl
                          f"facts say {slicing_plane(folder)['transpose_forward']}: prepare it again")
     cfg = deepcopy(plans["configurations"][config])
     patch = [int(p) for p in patch]
+    if target == "regions":
+        if cfg["data_identifier"] != DATA_IDENTIFIER:
+            raise ValueError(f"{folder}: region data are derived from the shared 1 mm data only, "
+                             f"not from {cfg['data_identifier']}")
+        cfg["data_identifier"] = REGIONS_DATA_IDENTIFIER
     cfg.update(patch_size=patch, batch_size=int(batch),
                architecture=plain_unet_architecture(dim, tuple(patch)), bench_model=model)
     if dim == "2d":
