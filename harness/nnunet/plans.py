@@ -93,7 +93,7 @@ def plan_and_preprocess(dataset_id: int, folder: str,
         fpe = DatasetFingerprintExtractor(dataset_id, num_processes=1, verbose=False)
         fpe.show_progress_bar = False
         fpe.run(overwrite_existing=True)
-    with planning_threads():
+    with planning_threads(), in_process_pools():      # the planner lists the files too
         planner = ExperimentPlanner(dataset_id, plans_name=NNUNET_PLANS)
         plans = planner.plan_experiment()
     bench = bench_plans(plans)
