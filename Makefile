@@ -26,11 +26,12 @@ BENCH := $(VENV)/bin/mednext-bench
 RUNARGS = --profile $(PROFILE) --recipe $(RECIPE) --backend $(BACKEND) --work $(WORK) $(if $(DATA),--data $(DATA)) $(if $(CLUSTER),--cluster $(CLUSTER))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-slurm reproduce-table2 ablations report sanity \
-        bench bench-models bench-metrics bench-faults bench-fastpath bench-train models clean
+.PHONY: help install test test-all test-slurm reproduce-table2 reproduce-table2-plus ablations report \
+        sanity bench bench-models bench-metrics bench-faults bench-paper-shapes bench-fastpath \
+        bench-train models clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
 # torch first, from $(TORCH); then the project under constraints.txt plus a pin of the torch that
 # was just installed, so that no dependency (nnunetv2 -> timm -> torchvision) can replace it.
@@ -59,6 +60,9 @@ test-slurm: $(STAMP)  ## the SLURM tests against the local single-node cluster
 reproduce-table2: $(STAMP)  ## Table 2: 15 models x 4 datasets, then the reports (PROFILE, BACKEND, DATA)
 	$(BENCH) run --study table2 $(RUNARGS)
 
+reproduce-table2-plus: $(STAMP)  ## Table 2 + two rows beyond the paper (nnU-Net ResEnc, MedNeXt-B + GRN); reuses Table 2's runs
+	$(BENCH) run --study table2-plus $(RUNARGS)
+
 ablations: $(STAMP)  ## Table 1 (right): the MedNeXt-B ablations on BTCV and AMOS22, then the reports
 	$(BENCH) run --study ablations $(RUNARGS)
 
@@ -72,7 +76,7 @@ sanity: $(STAMP)  ## learning check: MedNeXt-S and nnU-Net on the KiTS19 phantom
 models: $(STAMP)  ## print the model registry (parameters, GMACs, recipe)
 	$(BENCH) models
 
-bench: bench-models bench-metrics bench-faults bench-fastpath bench-train  ## all benchmarks
+bench: bench-models bench-metrics bench-faults bench-paper-shapes bench-fastpath bench-train  ## all benchmarks
 
 bench-models: $(STAMP)  ## parameters, GMACs at 128^3, CPU step time and memory (25-minute budget) -> results/bench/models.csv
 	$(PY) -m harness.bench.models
@@ -86,12 +90,15 @@ bench-train: $(STAMP)  ## training through the real trainer, 5 epochs, with and 
 bench-faults: $(STAMP)  ## kills, corrupt checkpoints, full disk, two launchers, data loss, bad inputs -> results/bench/faults.csv
 	$(PY) -m harness.bench.faults
 
+bench-paper-shapes: $(STAMP)  ## every Table 2 entry at 128^3 x 2 / 512^2 x 14 through the trainer and predictor (CPU: about 90 min, budgeted) -> results/bench/paper_shapes.csv
+	$(PY) -m harness.bench.paper_shapes --work $(WORK)
+
 bench-metrics: $(STAMP)  ## surface metrics: reference engine vs fast path on a liver-sized object
 	$(PY) -m harness.bench.metrics
 
 clean:  ## remove .venv and what the harness made in WORK (never converted datasets, never a folder it did not create)
 	@if [ -f "$(WORK)/.mednext-bench.json" ]; then \
-	  for d in datasets runs logs locks jobs reports sanity bench-train; do rm -rf "$(WORK)/$$d"; done; \
+	  for d in datasets runs logs locks jobs reports sanity bench; do rm -rf "$(WORK)/$$d"; done; \
 	  rm -f "$(WORK)/.mednext-bench.json"; \
 	  rmdir "$(WORK)" 2>/dev/null || echo "kept $(WORK): it holds more than the harness's own folders (e.g. converted datasets in nnUNet_raw)"; \
 	elif [ -e "$(WORK)" ]; then echo "not cleaning $(WORK): mednext-bench did not create it (no .mednext-bench.json)"; fi

@@ -1,14 +1,15 @@
 """The seven baseline networks of the MedNeXt paper, one module each, and checkpoint loading.
 
 Library networks, configured here: ``nnunet`` (dynamic-network-architectures' PlainConvUNet with
-nnU-Net's planned topology), ``monai_nets`` (MONAI UNETR and SwinUNETR). Hand-written ones,
+nnU-Net's planned topology), ``monai_nets`` (MONAI UNETR and SwinUNETR); beyond the paper,
+``resenc`` (DNA's ResidualEncoderUNet as nnU-Net's ResEnc presets lay it out). Hand-written ones,
 reimplemented from the spec with the official state-dict layout: ``transunet``, ``transbts``,
 ``nnformer``, ``uxnet3d``. Each module's docstring gives the paper, the official repository,
 commit and licence, and every deliberate difference from the official code.
 
 ``load_checkpoint(name, model, path_or_state_dict)`` loads official or project weights into a
 baseline built by the registry (names as in the registry: ``nnunet``, ``unetr``, ``swin-unetr``,
-``transunet``, ``transbts``, ``nnformer``, ``3d-uxnet``). Imports only torch and the standard
+``transunet``, ``transbts``, ``nnformer``, ``3d-uxnet``, ``nnunet-resenc``). Imports only torch and the standard
 library until a module is asked for; checkpoint files are read by ``mednext.read_checkpoint``, the
 project's one weights-only reader.
 """
@@ -32,6 +33,7 @@ HAND_WRITTEN = {
 # Registry name -> module, for every baseline (library-backed ones included).
 MODULES = {
     "nnunet": "baselines.nnunet",
+    "nnunet-resenc": "baselines.resenc",
     "unetr": "baselines.monai_nets",
     "swin-unetr": "baselines.monai_nets",
     **HAND_WRITTEN,

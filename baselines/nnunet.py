@@ -77,6 +77,39 @@ class Topology:
         """Smallest shape >= ``shape`` that the topology divides (what nnU-Net would pad to)."""
         return tuple(int(math.ceil(n / d) * d) for n, d in zip(shape, self.divisor))
 
+    def output_scales(self) -> list[tuple[float, ...]]:
+        """Scale of each decoder output (deep supervision) relative to the input, full first."""
+        scales, factor = [], [1] * len(self.patch_size)
+        for stride in self.strides[:-1]:
+            factor = [f * s for f, s in zip(factor, stride)]
+            scales.append(tuple(1.0 / f for f in factor))
+        return scales
+
+    def check_input(self, name: str, in_channels: int, x: torch.Tensor) -> None:
+        """``ValueError`` unless ``x`` is (N, in_channels, spatial) with sizes the strides divide
+        (DNA would fail later with a shape mismatch at a skip concatenation)."""
+        dim = len(self.patch_size)
+        if x.dim() != dim + 2 or x.shape[1] != in_channels:
+            raise ValueError(f"{name} expects input (N, {in_channels}, {dim} spatial dims), "
+                             f"got {tuple(x.shape)}")
+        spatial = tuple(x.shape[2:])
+        if any(n % d for n, d in zip(spatial, self.divisor)):
+            raise ValueError(f"{name}: input size {spatial} must be a multiple of "
+                             f"{self.divisor} per axis, e.g. {self.padded(spatial)}")
+
+    def dna_kwargs(self) -> dict:
+        """The DNA U-Net arguments nnU-Net v2's planners write for this topology, less the
+        blocks per stage (PlainConvUNet and ResidualEncoderUNet name those differently)."""
+        dim = len(self.patch_size)
+        return dict(
+            n_stages=self.n_stages, features_per_stage=list(self.features_per_stage),
+            conv_op=nn.Conv3d if dim == 3 else nn.Conv2d,
+            kernel_sizes=[list(k) for k in self.kernel_sizes],
+            strides=[list(s) for s in self.strides], conv_bias=True,
+            norm_op=nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d,
+            norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+            nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+
 
 def _check_patch(patch_size, spacing=None) -> tuple[tuple[int, ...], tuple[float, ...]]:
     patch = tuple(patch_size)
@@ -145,12 +178,7 @@ def deep_supervision_scales(patch_size, spacing=None) -> list[tuple[float, ...]]
     One per decoder stage (n_stages - 1), as nnU-Net v2's ``_get_deep_supervision_scales``:
     the cumulative product of the strides, inverted, without the bottleneck's.
     """
-    topo = plan_topology(patch_size, spacing)
-    scales, factor = [], [1] * len(topo.patch_size)
-    for stride in topo.strides[:-1]:
-        factor = [f * s for f, s in zip(factor, stride)]
-        scales.append(tuple(1.0 / f for f in factor))
-    return scales
+    return plan_topology(patch_size, spacing).output_scales()
 
 
 class NnUNet(PlainConvUNet):
@@ -161,33 +189,33 @@ class NnUNet(PlainConvUNet):
 
     def __init__(self, in_channels: int, num_classes: int, topology: Topology,
                  deep_supervision: bool = True):
-        dim = len(topology.patch_size)
         super().__init__(
-            input_channels=in_channels, n_stages=topology.n_stages,
-            features_per_stage=list(topology.features_per_stage),
-            conv_op=nn.Conv3d if dim == 3 else nn.Conv2d,
-            kernel_sizes=[list(k) for k in topology.kernel_sizes],
-            strides=[list(s) for s in topology.strides],
-            n_conv_per_stage=[CONVS_PER_STAGE] * topology.n_stages, num_classes=num_classes,
-            n_conv_per_stage_decoder=[CONVS_PER_STAGE] * (topology.n_stages - 1), conv_bias=True,
-            norm_op=nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d,
-            norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
-            nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+            input_channels=in_channels, num_classes=num_classes, **topology.dna_kwargs(),
+            n_conv_per_stage=[CONVS_PER_STAGE] * topology.n_stages,
+            n_conv_per_stage_decoder=[CONVS_PER_STAGE] * (topology.n_stages - 1),
             deep_supervision=deep_supervision,
         )
         self.topology = topology
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor):
-        spatial = tuple(x.shape[2:])
-        dim = len(self.topology.patch_size)
-        if x.dim() != dim + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"nnunet expects input (N, {self.in_channels}, {dim} spatial dims), "
-                             f"got {tuple(x.shape)}")
-        if any(n % d for n, d in zip(spatial, self.topology.divisor)):
-            raise ValueError(f"nnunet: input size {spatial} must be a multiple of "
-                             f"{self.topology.divisor} per axis, e.g. {self.topology.padded(spatial)}")
+        self.topology.check_input("nnunet", self.in_channels, x)
         return super().forward(x)
+
+
+def plan_for_build(name: str, in_channels: int, num_classes: int, patch_size, spacing=None,
+                   max_stages: int = MAX_STAGES) -> Topology:
+    """Check a builder's arguments and plan the topology; ``ValueError`` naming the bad value
+    (for a patch the strides do not divide: the size nnU-Net would pad it to)."""
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    topology = plan_topology(patch_size, spacing, max_stages=max_stages)
+    if topology.padded(topology.patch_size) != topology.patch_size:
+        raise ValueError(f"{name}: patch {topology.patch_size} is not divisible by the planned "
+                         f"strides {topology.divisor}; use {topology.padded(topology.patch_size)}")
+    return topology
 
 
 def build(in_channels: int, num_classes: int, patch_size, spacing=None,
@@ -203,14 +231,7 @@ def build(in_channels: int, num_classes: int, patch_size, spacing=None,
 
     Example: ``build(1, 14, (128, 128, 128))`` -> 31,205,254 parameters.
     """
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    topology = plan_topology(patch_size, spacing)
-    if topology.padded(topology.patch_size) != topology.patch_size:
-        raise ValueError(f"nnunet: patch {topology.patch_size} is not divisible by the planned "
-                         f"strides {topology.divisor}; use {topology.padded(topology.patch_size)}")
+    topology = plan_for_build("nnunet", in_channels, num_classes, patch_size, spacing)
     model = NnUNet(in_channels, num_classes, topology, deep_supervision=bool(deep_supervision))
     model.apply(PlainConvUNet.initialize)     # InitWeights_He(1e-2), as nnU-Net v2 does
     return model

@@ -145,6 +145,12 @@ def _proc_status_kib(field: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set size so far (Linux ``VmHWM``), or None where unreadable."""
+    kib = _proc_status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
 def _release_free_memory() -> None:
     """Give memory that the C allocator keeps after ``free`` back to the system (glibc only)."""
     try:
@@ -162,27 +168,6 @@ def _reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def reset_peak_rss() -> int | None:
-    """Open a peak-memory window for this process (Linux): give freed memory back to the system,
-    reset the high-water mark, and return the resident set size now, in bytes. ``None`` where the
-    reset is unavailable (:func:`peak_rss` is then the peak since the process started)."""
-    if not _reset_peak_rss():
-        return None
-    kib = _proc_status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes: since :func:`reset_peak_rss` where that
-    worked (``VmHWM``), else since the process started (``ru_maxrss``)."""
-    kib = _proc_status_kib("VmHWM")
-    if kib is not None:
-        return kib * 1024
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    scale = 1 if _platform_is_macos() else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _scalar_loss(output) -> torch.Tensor:
@@ -235,18 +220,21 @@ def measure_step(model: nn.Module, input_shape: Sequence[int], steps: int = 1,
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         method, rss_before = "cuda.max_memory_allocated", None
-    elif (rss_before := reset_peak_rss()) is not None:
-        method = "linux VmHWM after clear_refs - VmRSS before"
+    elif _reset_peak_rss() and _proc_status_kib("VmRSS") is not None:
+        method, rss_before = "linux VmHWM after clear_refs - VmRSS before", _proc_status_kib("VmRSS")
     else:
-        method = "ru_maxrss (whole process)"
+        method, rss_before = "ru_maxrss (whole process)", None
     times = [one_step()]
     if cuda:
         peak, process_peak = torch.cuda.max_memory_allocated(device) - before, None
     elif rss_before is not None:
-        process_peak = peak_rss()
-        peak = max(0, process_peak - rss_before)
+        process_peak = _proc_status_kib("VmHWM") * 1024
+        peak = max(0, process_peak - rss_before * 1024)
     else:
-        process_peak = peak = peak_rss()
+        # ru_maxrss is KiB on Linux, bytes on macOS
+        scale = 1 if _platform_is_macos() else 1024
+        process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        peak = process_peak
     for _ in range(steps - 1):
         model.zero_grad(set_to_none=True)
         times.append(one_step())

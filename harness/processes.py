@@ -117,10 +117,26 @@ class Terminated(BaseException):
     """SIGTERM arrived (the launcher or SLURM stops the job): unwind, record, exit."""
 
 
+_FORK_HOOK = []
+
+
+def _default_sigterm_in_child() -> None:
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def raise_on_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated` in this process (the main thread), once."""
+    """Turn SIGTERM into :class:`Terminated` in this process (the main thread), once.
+
+    A process forked from this one (a ``multiprocessing`` fork pool, an augmentation worker)
+    gets SIGTERM's default action back: ``Pool.terminate`` stops its workers with SIGTERM, and
+    a worker that raised instead could swallow it, go on with SIGTERM ignored, and block its
+    parent's ``join`` for ever (a prepare job hung that way)."""
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated(f"signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=_default_sigterm_in_child)
+        _FORK_HOOK.append(True)

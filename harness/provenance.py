@@ -5,7 +5,8 @@ network, profile settings, recipe, settings (compile, precision, BraTS target), 
 (sorted keys, no whitespace) hashed with SHA-256 is the run id; the folder ``work/runs/<run_id>``
 is named by it. ``run.json`` beside it records what actually ran: the spec, the status, the error
 text, git commit and dirty flag, package versions, device, host, SLURM job id, wall time and peak
-memory, one entry per attempt (a resumed run has several).
+memory, one entry per attempt (a resumed run has several), each with its software stack
+(:func:`software_stack`: torch, CUDA, cuDNN, nnU-Net, MONAI, device name and driver).
 
 Follows the habit of lm-evaluation-harness (``result_schema.py``): the question is hashed, the
 answer is recorded; here the id also carries a readable prefix (model, dataset, fold) so that a
@@ -88,6 +89,33 @@ def device_info() -> dict:
     return info
 
 
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version as ``nvidia-smi`` reports it (None without one)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[0].strip() if lines else None
+
+
+def software_stack() -> dict:
+    """The numeric stack a run trained on: torch with its CUDA and cuDNN builds, nnU-Net v2,
+    MONAI, Python, and the accelerator's name and driver (None where there is none). Known
+    regressions depend on these together (e.g. torch 2.9.0 with cuDNN below 9.15: 3D
+    convolutions under AMP several times slower, pytorch issue 166122)."""
+    import torch
+    cuda = torch.cuda.is_available()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    versions = package_versions()
+    return {"python": versions["python"], "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cudnn": cudnn, "nnunetv2": versions["nnunetv2"],
+            "monai": versions["monai"],
+            "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+            "driver": _nvidia_driver() if cuda else None}
+
+
 def peak_memory() -> dict:
     """Peak resident memory of this process (and of CUDA allocations, when there is a GPU)."""
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # KiB on Linux
@@ -95,6 +123,7 @@ def peak_memory() -> dict:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["peak_cuda_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     return out
 
 
@@ -155,7 +184,7 @@ class RunRecord:
             "host": socket.gethostname(), "pid": os.getpid(),
             "job_id": os.environ.get("SLURM_JOB_ID"),
             "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), **git_state(),
-            "status": "running",
+            "stack": software_stack(), "status": "running",
         })
         self.data = {**{k: v for k, v in self.data.items() if k not in ("attempts",)},
                      "run_id": self.run_id, "spec": self.spec, **self.extra, "status": "running",

@@ -164,9 +164,8 @@ def test_brats21_channels_in_order_and_labels_remapped(tmp_path):
         write_sitk(root / name / f"{name}_seg.nii.gz", segs[cid], spacing=(1, 1, 1))
     out = convert("brats21", tmp_path / "brats", tmp_path / "raw", progress=False, quiet=True)
     dj = json.loads((out / "dataset.json").read_text())
-    assert dj["labels"] == {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3],
-                            "enhancing_tumor": 3}
-    assert dj["regions_class_order"] == [1, 2, 3] and dj["numTraining"] == 2
+    assert dj["labels"] == {"background": 0, "edema": 1, "necrosis": 2, "enhancing_tumor": 3}
+    assert "regions_class_order" not in dj and dj["numTraining"] == 2
     for cid, seg in segs.items():
         got = read(out / "labelsTr" / f"BraTS2021_{cid}.nii.gz")[0]
         expected = np.select([seg == 2, seg == 1, seg == 4], [1, 2, 3], 0)   # ED 1, NCR 2, ET 3

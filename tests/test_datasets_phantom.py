@@ -39,6 +39,8 @@ def test_phantom_is_a_valid_raw_dataset_with_every_class(phantoms, task):
     assert dj["phantom"] == {"cases": 4, "size": 32 if task != "brats21" else 40, "seed": 3,
                              "version": dj["phantom"]["version"]}
     assert len(dj["channel_names"]) == spec.num_channels
+    assert dj["labels"] == spec.labels and "regions_class_order" not in dj   # plain labels
+    assert all(isinstance(v, int) for v in dj["labels"].values())
     labels = [sitk.ReadImage(str(p)) for p in sorted((folder / "labelsTr").iterdir())]
     spacings = [tuple(lab.GetSpacing()[::-1]) for lab in labels]
     size = dj["phantom"]["size"]

@@ -33,22 +33,59 @@ def test_label_maps_and_outputs():
     assert dict(kits.labels) == {"background": 0, "kidney": 1, "tumor": 2} and kits.num_classes == 3
     assert [s.channels for s in (btcv, amos, kits)] == [("CT",)] * 3
     assert brats.channels == ("FLAIR", "T1", "T1ce", "T2")
-    assert brats.num_classes == 3  # one sigmoid output per region (nnU-Net region training)
+    assert brats.num_classes == 4  # softmax over background + three tumour labels (official code)
+    assert brats.num_outputs("regions") == 3 and brats.num_outputs() == brats.num_outputs("labels") == 4
     assert brats.regions == (("whole_tumor", (1, 2, 3)), ("tumor_core", (2, 3)), ("enhancing_tumor", (3,)))
     assert dict(brats.source_label_map) == {0: 0, 2: 1, 1: 2, 4: 3}
     assert kits.eval_classes == (("kidney", (1,)), ("tumor", (2,)))
     assert task_spec("phantom-brats21").regions == brats.regions
+    assert brats.targets == ("labels", "regions") and kits.targets == ("labels",)
+    assert kits.num_outputs() == 3
+    with pytest.raises(ValueError, match="trains on labels, not 'regions'"):
+        kits.num_outputs("regions")
 
 
-def test_brats_dataset_json_is_nnunet_region_form():
+BRATS_LABELS = {"background": 0, "edema": 1, "necrosis": 2, "enhancing_tumor": 3}
+BRATS_REGIONS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": 3}
+
+
+def test_brats_dataset_json_holds_the_plain_tumour_labels():
     dj = task_spec("brats21").dataset_json(7)
-    assert dj["labels"] == {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3],
-                            "enhancing_tumor": 3}
-    assert dj["regions_class_order"] == [1, 2, 3]
+    assert dj["labels"] == BRATS_LABELS and list(dj["labels"]) == list(BRATS_LABELS)
+    assert "regions_class_order" not in dj
     assert dj["channel_names"] == {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
     assert dj["numTraining"] == 7 and dj["file_ending"] == ".nii.gz"
-    assert "regions_class_order" not in task_spec("btcv").dataset_json(1)
+    assert task_spec("brats21").value_names == {0: "background", 1: "edema", 2: "necrosis",
+                                                3: "enhancing_tumor"}
     json.dumps(dj)
+
+
+@pytest.mark.parametrize("on_disk", [BRATS_LABELS, BRATS_REGIONS], ids=["labels", "older-regions"])
+def test_each_target_derives_its_dataset_json_from_either_form_on_disk(on_disk):
+    brats = task_spec("phantom-brats21")
+    disk = {**brats.dataset_json(5), "labels": dict(on_disk)}
+    if on_disk is BRATS_REGIONS:                  # what the converter wrote before
+        disk["regions_class_order"] = [1, 2, 3]
+    before = json.loads(json.dumps(disk))
+    labels, regions = brats.target_dataset_json(disk), brats.target_dataset_json(disk, "regions")
+    assert labels["labels"] == BRATS_LABELS and "regions_class_order" not in labels
+    assert regions["labels"] == BRATS_REGIONS and regions["regions_class_order"] == [1, 2, 3]
+    assert brats.target_dataset_json(disk, "labels") == labels
+    assert {k: v for k, v in regions.items() if k not in ("labels", "regions_class_order")} == \
+        {k: v for k, v in before.items() if k not in ("labels", "regions_class_order")}
+    assert disk == before                                           # the input is not changed
+
+
+def test_a_foreign_label_map_asks_to_reconvert_and_other_tasks_pass_through():
+    brats = task_spec("brats21")
+    public = {"background": 0, "NCR": 1, "ED": 2, "ET": 4}
+    with pytest.raises(ValueError, match=r"re-convert .*`mednext-bench data convert brats21") as err:
+        brats.target_dataset_json({"labels": public})
+    assert "\n" not in str(err.value)
+    kits = task_spec("kits19").dataset_json(3)
+    assert task_spec("kits19").target_dataset_json(kits) == kits
+    with pytest.raises(ValueError, match="regions"):
+        task_spec("kits19").target_dataset_json(kits, "regions")
 
 
 def test_unknown_dataset_is_named():

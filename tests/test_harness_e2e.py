@@ -4,7 +4,9 @@ Each run goes through the local backend, one process per job, exactly as ``medne
 does: one MedNeXt, one 3D baseline (nnU-Net) and the 2D TransUNet. Then: running the finished grid
 again trains nothing; a run killed with SIGKILL in the middle of an epoch resumes from its last
 checkpoint and ends with the right number of epochs; a 5-fold-style ensemble predicts a folder;
-and (slow) the UpKern chain k3 -> k5.
+and (slow) the UpKern chain k3 -> k5. On the BraTS21 phantom, one nnU-Net run per training target
+(labels, as the official code; regions, nnU-Net v2's option): outputs, recorded target, run ids,
+the region data beside the label data, and the scores on WT, TC and ET from either.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -206,3 +209,152 @@ def test_real_data_is_linked_validated_and_planned(tmp_path):
     assert len(json.loads((pre / "splits_final.json").read_text())) == 5
     with pytest.raises(ValueError, match="Dataset501_BTCV"):
         plan_study("table2", "paper", work, tmp_path / "nowhere", datasets=["btcv"])
+
+
+# ---- BraTS21: label training (the official code's, default) and region training (option) --------
+
+@pytest.fixture(scope="module")
+def brats_runs(tmp_path_factory):
+    """One nnU-Net run on the BraTS21 phantom per training target (smoke profile), in process;
+    both share one prepare job. Returns {target: (train job, run folder)} and the data root."""
+    from harness.jobs.plan import execute, job_data_root
+    from harness.studies.options import RunOptions
+
+    work = tmp_path_factory.mktemp("brats-work")
+    runs = {}
+    for target in ("labels", "regions"):
+        jobs = plan_cell("brats21", "nnunet", 0, "smoke", work, options=RunOptions(brats_target=target))
+        for job in jobs:
+            execute(job)
+        assert [job_status(j) for j in jobs] == ["done", "done"]
+        runs[target] = (jobs[-1], run_dir(jobs[-1]))
+    return runs, job_data_root(jobs[0])
+
+
+@pytest.mark.parametrize("target, n_out", [("labels", 4), ("regions", 3)])
+def test_brats_trains_on_its_target_and_is_scored_on_the_regions(brats_runs, target, n_out):
+    from mednext.checkpoint import read_checkpoint
+
+    runs, root = brats_runs
+    job, d = runs[target]
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["status"] == "done" and rec["spec"]["settings"]["brats_target"] == target
+    assert runs["labels"][1].name != runs["regions"][1].name          # two runs, two ids
+    used = json.loads((d / "dataset.json").read_text())               # what the trainer used
+    assert ("regions_class_order" in used) == (target == "regions")
+    heads = {k: v.shape[0] for k, v in read_checkpoint(d / "checkpoint_final.pth")
+             ["network_weights"].items() if "seg_layers" in k and k.endswith("weight")}
+    assert heads and set(heads.values()) == {n_out}                   # network outputs
+    raw = root / "nnUNet_raw" / "Dataset904_PhantomBraTS21"
+    assert json.loads((raw / "dataset.json").read_text())["labels"] == \
+        {"background": 0, "edema": 1, "necrosis": 2, "enhancing_tumor": 3}   # raw never rewritten
+    for case in rec["validation_cases"]:                              # a label map in both modes
+        pred = _array(d / "predictions" / f"{case}.nii.gz")
+        assert set(np.unique(pred).tolist()) <= {0, 1, 2, 3}
+    m = pd.read_csv(d / "metrics.csv")
+    assert set(m["class"]) == {"WT", "TC", "ET"} and set(m["case"]) == set(rec["validation_cases"])
+    assert m[m["metric"] == "dsc"]["value"].dropna().between(0, 1).all()
+
+
+def test_brats_region_data_are_the_label_data_with_region_locations(brats_runs):
+    """The region folder holds nnU-Net's arrays (linked, not copied) and exactly the foreground
+    locations nnU-Net's preprocessor stores when it preprocesses with the region form."""
+    import pickle
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from harness.datasets import task_spec
+    from harness.nnunet.env import configure
+    from harness.nnunet.plans import DATA_IDENTIFIER, PLANS_NAME, REGIONS_DATA_IDENTIFIER
+
+    _, root = brats_runs
+    configure(root)
+    spec = task_spec("phantom-brats21")
+    pre = root / "nnUNet_preprocessed" / spec.folder
+    raw = root / "nnUNet_raw" / spec.folder
+    stamp = json.loads((pre / "bench_prepare.json").read_text())
+    assert stamp["preprocessed"] == {"labels": DATA_IDENTIFIER, "regions": REGIONS_DATA_IDENTIFIER}
+    assert json.loads((pre / "dataset.json").read_text())["labels"] == spec.labels
+    case = stamp["cases"][0]
+    lab, reg = pre / DATA_IDENTIFIER, pre / REGIONS_DATA_IDENTIFIER
+    assert (lab / f"{case}.b2nd").stat().st_ino == (reg / f"{case}.b2nd").stat().st_ino
+    stored = {t: pickle.loads((d / f"{case}.pkl").read_bytes())["class_locations"]
+              for t, d in (("labels", lab), ("regions", reg))}
+    assert set(stored["labels"]) == {1, 2, 3}
+    assert set(stored["regions"]) == {(1, 2, 3), (2, 3), 3}         # nnU-Net keeps ET an int
+    pm = PlansManager(json.loads((pre / f"{PLANS_NAME}.json").read_text()))
+    cm = pm.get_configuration("3d_1mm")
+    dj = spec.target_dataset_json(json.loads((raw / "dataset.json").read_text()), "regions")
+    files = [str(raw / "imagesTr" / f"{case}_{c:04d}.nii.gz") for c in range(4)]
+    _, _, props = cm.preprocessor_class(verbose=False).run_case(
+        files, str(raw / "labelsTr" / f"{case}.nii.gz"), pm, cm, dj)
+    expected = props["class_locations"]
+    assert set(expected) == set(stored["regions"])
+    for key, locs in expected.items():
+        assert np.array_equal(np.asarray(locs), np.asarray(stored["regions"][key])), key
+
+
+def _array(path):
+    import SimpleITK as sitk
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+OLD_BRATS_LABELS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": 3}
+
+
+def test_brats_prepared_by_an_earlier_version_is_stale_and_loads_per_target(
+        brats_runs, tmp_path):
+    """A data root prepared before label training (its stamp names no targets, its dataset.json
+    is the region form): the prepare job runs again; the runs load the form of their target."""
+    import shutil
+
+    from harness.datasets import task_spec
+    from harness.jobs.prepare import is_prepared
+    from harness.nnunet.env import configure
+    from harness.nnunet.training import load_plans
+
+    runs, root = brats_runs
+    spec = task_spec("phantom-brats21")
+    stamp = json.loads((root / "nnUNet_preprocessed" / spec.folder / "bench_prepare.json").read_text())
+    old = {k: v for k, v in stamp.items() if k != "preprocessed"}
+    assert is_prepared(stamp, stamp["data"], spec) and not is_prepared(old, old["data"], spec)
+    assert is_prepared(old, old["data"], task_spec("phantom-kits19"))   # labels only: still done
+    pre = tmp_path / "nnUNet_preprocessed" / spec.folder
+    pre.mkdir(parents=True)
+    shutil.copy(root / "nnUNet_preprocessed" / spec.folder / "nnUNetPlans_bench.json", pre)
+    dj = json.loads((root / "nnUNet_preprocessed" / spec.folder / "dataset.json").read_text())
+    (pre / "dataset.json").write_text(json.dumps({**dj, "labels": OLD_BRATS_LABELS,
+                                                  "regions_class_order": [1, 2, 3]}))
+    configure(tmp_path)
+    try:
+        for target, (_, d) in runs.items():
+            run_spec = json.loads((d / "run.json").read_text())["spec"]
+            _, _, loaded = load_plans(run_spec)
+            assert loaded == json.loads((d / "dataset.json").read_text()), target
+    finally:
+        configure(root)
+
+
+@pytest.mark.slow
+def test_real_brats_converted_by_an_earlier_version_is_prepared_for_both_targets(tmp_path):
+    """The real-data prepare job on a BraTS21 conversion whose dataset.json is the region form
+    of earlier versions: used as it is (never rewritten), prepared for both targets."""
+    import shutil
+
+    from harness.datasets import make_phantom, task_spec
+    from harness.jobs.plan import execute, job_data_root, plan_study
+    from harness.nnunet.plans import DATA_IDENTIFIER, REGIONS_DATA_IDENTIFIER
+
+    data = tmp_path / "raw" / "Dataset504_BraTS21"
+    shutil.copytree(make_phantom("brats21", tmp_path / "phantoms", cases=5, size=24, seed=1), data)
+    dj = json.loads((data / "dataset.json").read_text())
+    text = json.dumps({**dj, "labels": OLD_BRATS_LABELS, "regions_class_order": [1, 2, 3]})
+    (data / "dataset.json").write_text(text)
+    prepare = plan_study("table2", "check", tmp_path / "work", data.parent, datasets=["brats21"])[0]
+    execute(prepare)
+    assert job_status(prepare) == "done" and (data / "dataset.json").read_text() == text
+    pre = job_data_root(prepare) / "nnUNet_preprocessed" / "Dataset504_BraTS21"
+    assert json.loads((pre / "dataset.json").read_text())["labels"] == task_spec("brats21").labels
+    assert json.loads((pre / "bench_prepare.json").read_text())["preprocessed"] == \
+        {"labels": DATA_IDENTIFIER, "regions": REGIONS_DATA_IDENTIFIER}
+    assert len(list((pre / REGIONS_DATA_IDENTIFIER).glob("*.pkl"))) == 5

@@ -42,13 +42,16 @@ def test_bench_plans_impose_one_mm_and_one_configuration():
         bench_plans({"dataset_name": "D", "configurations": {"2d": {}}})
 
 
-def test_training_plans_share_the_preprocessed_data(smoke_root):
+def test_training_plans_are_1mm_and_2d_slices_the_datasets_plane(smoke_root):
     from harness.nnunet.env import configure
     configure(smoke_root)
     p3, c3 = training_plans("Dataset903_PhantomKiTS19", "3d", (32, 32, 32), 2, "nnunet")
     p2, c2 = training_plans("Dataset903_PhantomKiTS19", "2d", (32, 32), 4, "transunet")
     a, b = p3["configurations"][c3], p2["configurations"][c2]
-    assert a["data_identifier"] == b["data_identifier"] and a["spacing"] == b["spacing"] == [1.0] * 3
+    assert a["spacing"] == b["spacing"] == [1.0] * 3
+    # KiTS19 is sliced sagittally (its own 2D data); the 3D plans keep nnU-Net's transpose
+    assert p2["transpose_forward"] == [2, 1, 0] and a["data_identifier"] != b["data_identifier"]
+    assert p3["transpose_forward"] == [0, 1, 2]
     assert (a["patch_size"], a["batch_size"], b["patch_size"], b["batch_size"]) == ([32] * 3, 2, [32] * 2, 4)
     assert b["batch_dice"] is True
     with pytest.raises(FileNotFoundError, match="prepare"):
@@ -215,3 +218,60 @@ def test_compile_and_precision_follow_the_run_not_the_environment(smoke_work, sm
     assert tr.grad_scaler is None                          # CPU: no scaler in either precision
     ex = tr.execution()
     assert ex["compiled"] and ex["autocast"] is None and not ex["cudnn_benchmark"]
+
+
+def test_nnunet_file_listing_forks_no_process_inside_in_process_pools(tmp_path, monkeypatch):
+    import multiprocessing.dummy
+    import os
+
+    import nnunetv2.utilities.utils as listing
+    from harness.nnunet.env import in_process_pools
+
+    for case in ("a", "b"):
+        (tmp_path / f"{case}_0000.nii.gz").touch()
+    forked = []
+
+    def no_fork():
+        forked.append(1)
+        raise AssertionError("a process was forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    original = listing.Pool
+    with in_process_pools():
+        assert listing.Pool is multiprocessing.dummy.Pool
+        lists = listing.create_lists_from_splitted_dataset_folder(str(tmp_path), ".nii.gz")
+    assert [[p.rsplit("/", 1)[1] for p in files] for files in lists] == \
+        [["a_0000.nii.gz"], ["b_0000.nii.gz"]]
+    assert listing.Pool is original and not forked
+
+
+@pytest.mark.parametrize("target, heads", [("labels", 4), ("regions", 3)])
+def test_both_brats_targets_predict_a_label_map_scored_as_the_same_regions(target, heads):
+    """nnU-Net's label manager under each target's dataset.json: the outputs it trains (softmax
+    with background, or one sigmoid per region) and the label map prediction writes, from which
+    harness.metrics forms WT, TC and ET -- the regions the network predicted."""
+    import numpy as np
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from harness.datasets import task_spec
+    from harness.metrics.regions import regions_for
+
+    spec = task_spec("phantom-brats21")
+    dj = spec.target_dataset_json(spec.dataset_json(5), target)
+    lm = LabelManager(dj["labels"], dj.get("regions_class_order"))
+    assert lm.num_segmentation_heads == heads == spec.num_outputs(target)
+    assert lm.has_regions == (target == "regions")
+    g = torch.arange(16.0)
+    z, y, x = torch.meshgrid(g, g, g, indexing="ij")
+    r = ((z - 8) ** 2 + (y - 7) ** 2 + (x - 8) ** 2).sqrt()
+    wt, tc, et = r < 7, r < 4, (r < 4) & (r >= 2)     # nested: oedema, necrotic core, enhancing rim
+    if target == "regions":
+        logits = torch.stack([torch.where(m, 4.0, -4.0) for m in (wt, tc, et)])
+    else:  # one logit per label: background, edema (WT only), necrosis (TC, not ET), enhancing
+        label = torch.zeros_like(r, dtype=torch.long)
+        label[wt], label[tc], label[et] = 1, 2, 3
+        logits = torch.nn.functional.one_hot(label, 4).permute(3, 0, 1, 2).float() * 8
+    seg = np.asarray(lm.convert_logits_to_segmentation(logits))
+    assert set(np.unique(seg).tolist()) == {0, 1, 2, 3}
+    for region, mask in zip(regions_for("phantom-brats21"), (wt, tc, et)):
+        assert np.array_equal(region.mask(seg), mask.numpy()), region.name

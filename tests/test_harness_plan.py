@@ -177,6 +177,9 @@ def test_settings_are_part_of_the_identity_where_they_apply():
     base = run_spec("brats21", "nnunet", 0, quick)
     assert base.settings == {"compile": False, "precision": "amp", "brats_target": "labels"}
     assert run_spec("btcv", "nnunet", 0, quick).settings == {"compile": False, "precision": "amp"}
+    assert run_spec("kits19", "transunet", 0, quick).settings["plane"] == \
+        {"plane": "sagittal", "transpose_forward": [2, 1, 0]}
+    assert run_spec("btcv", "transunet", 0, quick).settings["plane"]["plane"] == "axial"
     variants = [run_spec("brats21", "nnunet", 0, quick, options=o) for o in (
         RunOptions(brats_target="regions"), RunOptions(compile=True), RunOptions(precision="fp32"))]
     assert len({v.run_id for v in variants} | {base.run_id}) == 4
@@ -240,6 +243,11 @@ def test_run_record_keeps_every_attempt(tmp_path):
     assert first["reason"] == "ValueError: boom" and "ended" in first
     assert {"torch", "nnunetv2", "python"} <= set(data["versions"])
     assert "commit" in first and "dirty" in first and data["device"]["usable_cpus"] >= 1
+    import torch
+    stack = first["stack"]
+    assert stack["torch"] == torch.__version__ and stack["cuda"] == torch.version.cuda
+    assert {"cudnn", "nnunetv2", "monai", "python", "device", "driver"} <= set(stack)
+    assert stack["monai"] and stack["nnunetv2"] and stack["device"]
     # a retry that trains nothing adds its own attempt; the times add up
     rec2 = RunRecord(run_dir, {"model": "m"}, "r")
     rec2.start()

@@ -161,3 +161,28 @@ def test_a_job_lock_is_held_by_one_process_and_freed_by_its_death(tmp_path, wait
         assert told == [1]
     assert not is_locked(path)             # held by this process: not held by another
     mine.release()
+
+
+def test_a_fork_pool_of_a_job_process_terminates(tmp_path):
+    """Forked children of a job get SIGTERM's default back, so ``Pool.terminate`` ends them
+    (a worker that raised Terminated instead could go on ignoring SIGTERM and hang the job)."""
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, signal, time
+        from harness.processes import raise_on_sigterm
+
+        def handler_in_child(_):
+            return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        if __name__ == "__main__":
+            raise_on_sigterm()
+            ctx = multiprocessing.get_context("fork")
+            t0 = time.monotonic()
+            for _ in range(5):
+                with ctx.Pool(3) as pool:
+                    assert all(pool.map(handler_in_child, range(3)))
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+            print("ok", round(time.monotonic() - t0, 1))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-2000:]

@@ -20,7 +20,8 @@ NAMES = registry.names()
 EXPECTED_NAMES = (
     [f"mednext-{s}-k{k}" for k in (3, 5) for s in "sbml"]
     + ["mednext-b-k3-std-resampling", "mednext-b-k5-scratch", "mednext-b-k3-2x",
-       "nnunet", "unetr", "swin-unetr", "transunet", "transbts", "nnformer", "3d-uxnet"])
+       "nnunet", "unetr", "swin-unetr", "transunet", "transbts", "nnformer", "3d-uxnet"]
+    + ["mednext-b-k3-grn", "nnunet-resenc"])     # beyond the paper (study table2-plus)
 
 
 def _architecture(name: str) -> str:
@@ -88,6 +89,11 @@ def test_one_training_step_at_the_test_patch(name):
     for m in model.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd) or "droppath" in type(m).__name__.lower():
             m.eval()
+        # a norm whose scale starts at zero (nnU-Net ResEnc: each residual block starts as its
+        # skip path) legitimately blocks the first step's gradient to the conv before it; scale 1
+        # shows whether that conv is connected
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.affine and not m.weight.any():
+            torch.nn.init.ones_(m.weight)
     out = model(torch.randn(1, 1, *patch))
     scales = registry.deep_supervision_scales(name, patch)
     outputs = _outputs(out)
@@ -131,7 +137,7 @@ def test_registry_agrees_with_the_building_module(name):
     if entry.family == "mednext":
         mednext = importlib.import_module("mednext")
         assert entry.constraints.divisor == mednext.DIVISOR and not entry.constraints.fixed_size
-        if "resampling" not in entry.kwargs:
+        if set(entry.kwargs) == {"size", "kernel_size", "dim"}:      # a tabulated configuration
             size, k = entry.kwargs["size"], entry.kwargs["kernel_size"]
             assert entry.reference_params["params"] == mednext.reference_parameter_count(size, k, 14, False)
             assert entry.reference_params["params_deep_supervision"] == \
@@ -168,7 +174,7 @@ def test_wrong_input_size_raises_value_error_naming_the_size(name):
             model(torch.empty(1, 1, *bigger, device="meta"))
 
 
-@pytest.mark.parametrize("name", ["mednext-s-k3", "unetr", "transunet", "nnunet"])
+@pytest.mark.parametrize("name", ["mednext-s-k3", "unetr", "transunet", "nnunet", "nnunet-resenc"])
 def test_build_model_validates_its_arguments(name):
     entry = registry.get(name)
     patch = entry.test_patch
@@ -225,11 +231,13 @@ def test_deep_supervision_scales():
     assert mednext == [(1 / 2 ** i,) * 3 for i in range(5)]
     assert registry.deep_supervision_scales("nnunet", (128, 128, 128)) == mednext
     assert registry.deep_supervision_scales("nnunet", (32, 32, 32)) == mednext[:3]
+    assert registry.deep_supervision_scales("nnunet-resenc", (128, 128, 128)) == mednext
+    assert registry.deep_supervision_scales("nnunet-resenc", (32, 64, 64))[-1] == (1 / 8, 1 / 8, 1 / 8)
     assert registry.deep_supervision_scales("transunet", (512, 512)) == [(1.0, 1.0)]
     assert registry.deep_supervision_scales("mednext-s-k3", (64,) * 3, deep_supervision=False) == [(1.0,) * 3]
 
 
-@pytest.mark.parametrize("name", ["mednext-s-k3", "nnunet", "unetr"])
+@pytest.mark.parametrize("name", ["mednext-s-k3", "nnunet", "unetr", "nnunet-resenc"])
 def test_set_deep_supervision_switches_outputs(name):
     patch = registry.get(name).test_patch
     with empty_init():
@@ -244,9 +252,10 @@ def test_set_deep_supervision_switches_outputs(name):
 
 
 # ---- recipes: the paper, Sect. 3.1 ---------------------------------------------------------
-PAPER_LR = {"nnunet": 1e-2, "unetr": 1e-4, "transbts": 1e-4, "transunet": 1e-4,
+SGD = {"nnunet", "nnunet-resenc"}      # nnU-Net's own recipe (ResEnc: nnU-Net's default trainer)
+PAPER_LR = {"nnunet": 1e-2, "nnunet-resenc": 1e-2, "unetr": 1e-4, "transbts": 1e-4, "transunet": 1e-4,
             "swin-unetr": 2.5e-3, "nnformer": 2.5e-3, "3d-uxnet": 2.5e-3}
-OFFICIAL_CODE = {"nnunet": ("sgd", 1e-2), "unetr": ("adamw", 1e-4), "swin-unetr": ("adamw", 1e-4),
+OFFICIAL_CODE = {"nnunet": ("sgd", 1e-2), "nnunet-resenc": ("sgd", 1e-2), "unetr": ("adamw", 1e-4), "swin-unetr": ("adamw", 1e-4),
                  "transunet": ("adamw", 1e-4), "transbts": ("sgd", 1e-4),
                  "nnformer": ("adamw", 5e-5), "3d-uxnet": ("adamw", 5e-4)}
 
@@ -259,13 +268,13 @@ def test_recipes_match_the_paper(name):
         r = entry.recipe("paper", dataset)
         kits_k5 = mednext and entry.kwargs["kernel_size"] == 5 and dataset in ("kits19", "phantom-kits19")
         assert r.lr == (1e-4 if kits_k5 else 1e-3) if mednext else r.lr == PAPER_LR[name]
-        assert r.optimizer == ("sgd" if name == "nnunet" else "adamw")
+        assert r.optimizer == ("sgd" if name in SGD else "adamw")
         assert (r.weight_decay, r.poly_exponent, r.grad_clip) == (3e-5, 0.9, 12.0)
         if r.optimizer == "sgd":
             assert (r.momentum, r.nesterov, r.eps) == (0.99, True, None)
         else:
             assert (r.momentum, r.nesterov, r.eps) == (None, False, 1e-4)
-        assert r.deep_supervision == (mednext or name == "nnunet")
+        assert r.deep_supervision == (mednext or name in SGD)
         assert r.activation_checkpointing == (mednext and entry.kwargs["size"] in ("M", "L"))
     official = entry.recipe("official-code", "kits19")
     if mednext:

@@ -37,16 +37,31 @@ def per_case_table(run_id: str, dataset: str, model: str, fold: int, cases, leve
 
 
 def write_run(work: Path, cell: dict, status: str, table: pd.DataFrame | None = None,
-              error: str = "", progress: pd.DataFrame | None = None) -> None:
+              error: str = "", progress: pd.DataFrame | None = None, spec: dict | None = None) -> None:
+    """A run folder; ``spec`` (e.g. ``{"recipe": ..., "settings": ...}``) goes to run.json."""
     run_dir = Path(work) / "runs" / cell["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"status": status, "error": error, **cell}))
+    rec = {"status": status, "error": error, **cell, **({"spec": spec} if spec else {})}
+    (run_dir / "run.json").write_text(json.dumps(rec))
     if table is not None:
         table.to_csv(run_dir / "metrics.csv", index=False)
     if progress is not None:
         progress.to_csv(run_dir / "progress.csv", index=False)
 
 
+def declared_recipe(model: str, dataset: str, recipe: str = "paper") -> dict:
+    """What the registry declares for (model, dataset), as a cell or a run spec carries it."""
+    from harness import registry
+
+    return registry.get(model).recipe(recipe, dataset).to_dict()
+
+
+SMOKE_SETTINGS = {"compile": False, "precision": "amp"}
+
+
 def expected_cells(datasets, models, folds) -> list[dict]:
-    return [{"run_id": f"{d}-{m}-f{f}", "dataset": d, "task": task_of(d), "model": m, "fold": f}
+    """Declared cells with their resolved recipe and settings (so that a report needs no registry)."""
+    return [{"run_id": f"{d}-{m}-f{f}", "dataset": d, "task": task_of(d), "model": m, "fold": f,
+             "recipe": declared_recipe(m, d),
+             "settings": {**SMOKE_SETTINGS, **({"brats_target": "labels"} if "brats21" in d else {})}}
             for d in datasets for m in models for f in folds]

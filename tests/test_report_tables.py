@@ -135,8 +135,9 @@ def test_renderers():
     tex = tables.to_latex(table)
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\multicolumn{2}{c}{BraTS21}" in tex
     assert r"\textbf{\underline{84.82}}" in tex and r"\textbf{90.08}" in tex and r"Cap \& more" in tex
-    frame = tables.to_frame(table)
-    assert frame.loc[0, "btcv_DSC"] == pytest.approx(83.56) and bool(frame.loc[14, "btcv_DSC_bold"])
+    long = tables.to_long(table).set_index(["model", "dataset", "column"])
+    assert len(long) == 15 * 10 and long.loc[("nnunet", "btcv", "DSC"), "value"] == pytest.approx(83.56)
+    assert bool(long.loc[("mednext-l-k5", "btcv", "DSC"), "bold"])
 
 
 def test_comparison_with_the_paper():
@@ -155,3 +156,23 @@ def test_comparison_with_the_paper():
     assert r["diff"] == pytest.approx(0.44) and r["paper_in_ci"] is True
     assert cmp["paper_in_ci"].isna().sum() == len(cmp) - 1       # no interval, no verdict
     assert "84.00 [83.00, 85.00]" in paper.comparison_markdown(cmp)
+
+
+def test_comparison_maps_our_columns_to_the_papers_metrics():
+    """Our 1-voxel SDC stands for the paper's SDC; our 1 mm SDC is not compared."""
+    st = load_study("ablations")
+    labels = ["DSC", "SDC (1 mm)", "SDC (1 voxel)"]
+    wide = pd.DataFrame(np.nan, index=list(st.models),
+                        columns=pd.MultiIndex.from_product([["btcv", "amos22", "avg"], labels]))
+    wide.loc["nnunet", ("btcv", "SDC (1 mm)")] = 0.70
+    wide.loc["nnunet", ("btcv", "SDC (1 voxel)")] = 0.86
+    table = tables.build_table("table1_right", st.rows, wide, ["btcv", "amos22"], "t", "group-best",
+                               metrics=tuple(labels))
+    nan = table.values * np.nan
+    cmp = paper.compare(table, nan, nan, paper.load_paper_table("table1_right"),
+                        columns={"DSC": "DSC", "SDC (1 voxel)": "SDC"})
+    assert set(zip(cmp["metric"], cmp["column"])) == {("DSC", "DSC"), ("SDC", "SDC (1 voxel)")}
+    r = cmp[(cmp["model"] == "nnunet") & (cmp["dataset"] == "btcv") & (cmp["metric"] == "SDC")].iloc[0]
+    assert r["ours"] == pytest.approx(86.0) and r["paper"] == 86.07
+    assert "| Reference | btcv | SDC | SDC (1 voxel) | 86.00 | 86.07 | -0.07 | – |" in \
+        paper.comparison_markdown(cmp)

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.bench.common import Progress, csv_text
+from harness.bench import Progress, write_table
 
 MODELS = ("mednext-s-k3", "mednext-b-k5")
 IMPLEMENTATIONS = ("monai", "channels_first", "channels_last")
@@ -189,8 +189,6 @@ def main(argv=None) -> int:
     if min(args.size, args.batch, args.threads, args.repeats) < 1 or args.size % 16:
         raise SystemExit("--batch, --threads and --repeats must be positive, --size a multiple "
                          "of 16")
-    from harness.io import write_text
-
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
@@ -200,15 +198,13 @@ def main(argv=None) -> int:
             print(f"bench-fastpath: {e}", file=sys.stderr)
             return 2
     rows += geomean_rows(rows)
-    out = args.out or default_out()
-    write_text(out, csv_text(rows, COLUMNS))
+    write_table(rows, COLUMNS, args.out or default_out())
     for r in rows:
         if r["implementation"] == "channels_last":
             print(f"{r['model']:14s} {r['mode']:5s} channels_last: x{r['speedup_vs_monai']} vs "
                   f"monai, x{r['speedup_vs_channels_first']} vs channels_first"
                   + (f" ({r['median_s']} s/step, max |diff| {r['max_abs_diff']} at output "
                      f"scale {r['output_scale']})" if r["model"] != "geomean" else ""))
-    print(f"wrote {os.fspath(out)}", file=sys.stderr)
     return 0
 
 

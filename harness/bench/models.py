@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness.bench.common import Progress, csv_text, run_child
+from harness.bench import Progress
 
 COLUMNS = ["model", "family", "dim", "params", "gmacs", "gmacs_patch", "step_input",
            "deep_supervision", "activation_checkpointing", "step_seconds", "first_step_seconds",
@@ -82,6 +83,18 @@ def _child(spec: dict) -> dict:
     return {**m.to_dict(), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+def _measure(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "harness.bench.models", "--child", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"failed: over {timeout:g} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"status": f"failed (exit {proc.returncode}): {tail}"}
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "status": "ok"}
+
+
 def _plan(args: argparse.Namespace, names: list[str]) -> tuple[list[dict], dict[str, dict], set]:
     """The rows (sizes filled in), the distinct step measurements they need by key, and the keys
     of the configurations the recipes train (measured first)."""
@@ -127,7 +140,7 @@ def _measure_all(specs: dict[str, dict], first: set, args: argparse.Namespace) -
             done[key] = {"status": f"skipped: the time budget of {args.budget:g} s was spent"}
             continue
         bar.show(i, label)
-        m = run_child("harness.bench.models", spec, min(args.timeout, left))
+        m = _measure(spec, min(args.timeout, left))
         if m["status"].startswith("failed: over") and left < args.timeout:
             m = {"status": f"skipped: stopped when the time budget of {args.budget:g} s ran out"}
         done[key] = m
@@ -166,18 +179,14 @@ def main(argv=None) -> int:
         return 0
     if min(args.size, args.size_2d, args.batch, args.steps) < 1 or args.budget <= 0:
         raise SystemExit("--size, --size-2d, --batch, --steps and --budget must be positive")
-    from harness.io import write_text
+    from harness.bench import write_table
 
     try:
         rows = bench(args)
     except ValueError as e:
         print(f"bench-models: {e}", file=sys.stderr)
         return 2
-    text = csv_text(rows, COLUMNS)
-    args.out = args.out or default_out()
-    write_text(args.out, text)
-    print(text, end="")
-    print(f"wrote {os.fspath(args.out)}", file=sys.stderr)
+    write_table(rows, COLUMNS, args.out or default_out())
     # a row the budget did not reach is reported, not an error
     return 0 if all(r["status"] in ("ok", "not measured") or r["status"].startswith("skipped")
                     for r in rows) else 1

@@ -14,13 +14,15 @@ Modes:
   background processes; the harness sets 0 on a CPU: augmentation in the training process);
 - ``no_loader``: the loader's first batch is reused for every iteration: the step alone.
 
-Per measurement (each in a subprocess of its own, so that its peak memory is its own):
+Per measurement (each in a subprocess of its own, under :mod:`harness.bench.watchdog`, which
+stops it past ``--timeout`` or 90% of the available memory; a progress bar counts them):
 ``seconds_per_iteration`` and ``iterations_per_second`` over the epochs after the first (the first
 sets kernels and the allocator up; with one epoch, that one), the first epoch's seconds,
 ``data_wait_share`` = 1 - (time in ``train_step``) / (time of the training loops), i.e. the share
 waiting for ``next(dataloader)``, ``epoch_seconds`` (whole epochs: training, validation,
-checkpoint), and ``peak_mb``, the process's peak resident memory during training (loader
-processes not included). The measurements run one after the other, so the 1-minute load average
+checkpoint), ``peak_mb``, the training process's peak resident memory (``VmHWM``), and
+``group_peak_mb``, the highest sampled resident memory of its process group (loader processes
+included, shared pages counted once per process). The measurements run one after the other, so the 1-minute load average
 before and after each is recorded: on a shared machine a figure taken under load is slower.
 Writes ``results/bench/train.csv``.
 
@@ -30,13 +32,14 @@ Writes ``results/bench/train.csv``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from harness.bench.common import Progress, csv_text, run_child
+from harness.bench import Progress, watchdog, write_table
 
 PROFILE = "smoke"
 TASK = "kits19"
@@ -44,8 +47,8 @@ MODES = ("loader", "no_loader")
 LAYOUTS = ("auto", "channels_first")
 COLUMNS = ["model", "layout", "mode", "epochs", "iterations_per_epoch", "patch", "batch",
            "seconds_per_iteration", "iterations_per_second", "first_epoch_seconds",
-           "data_wait_share", "epoch_seconds", "peak_mb", "threads", "device", "torch",
-           "load_before", "load_after", "status"]
+           "data_wait_share", "epoch_seconds", "peak_mb", "group_peak_mb", "threads", "device",
+           "torch", "load_before", "load_after", "status"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's, 2)")
     p.add_argument("--work", type=Path, default=Path("work"),
                    help="work folder: the phantom is prepared there as for any smoke run, the "
-                        "benchmark trains in <work>/bench-train (default ./work)")
+                        "benchmark trains in <work>/bench/train (default ./work)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV (default results/bench/train.csv under $MEDNEXT_BENCH_RESULTS)")
@@ -107,22 +110,22 @@ class _Repeat:
         return self.batch
 
 
-def _child(job: dict) -> dict:
-    """Runs in the subprocess: train one configuration and time it."""
+def _child(job: dict) -> None:
+    """Runs in the subprocess: train one configuration, time it and report the figures
+    (:mod:`harness.bench.watchdog` events)."""
     import torch
 
-    from harness.compute import peak_rss, reset_peak_rss
+    from harness.compute import peak_rss_bytes
     from harness.nnunet.env import configure
     from harness.nnunet.training import make_trainer
     from harness.nnunet.trainer import unwrap
 
+    watchdog.phase("set-up")
     configure(Path(job["root"]))
     run_dir = Path(job["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)
     prof = job["spec"]["profile"]
-    bar = Progress(prof["epochs"] * prof["iterations_per_epoch"])
-    trainer = make_trainer(job["spec"], run_dir,
-                           on_progress=lambda phase, done, total: bar.show(done, job["label"]))
+    trainer = make_trainer(job["spec"], run_dir)
     trainer.initialize()
     net = unwrap(trainer.network)
     if hasattr(net, "layout"):
@@ -139,6 +142,7 @@ def _child(job: dict) -> dict:
         return wrapper
 
     def epoch_start(*args):
+        watchdog.phase(f"epoch {len(epochs)}")
         epochs.append([time.perf_counter(), None])
         loops.append([time.perf_counter(), None])
         steps.append(0.0)
@@ -163,21 +167,22 @@ def _child(job: dict) -> dict:
             real["train"] = train
             return _Repeat(next(train)), val
         trainer.get_dataloaders = one_batch_loaders
-    before = reset_peak_rss()
     trainer.run_training()
-    peak = peak_rss() - (before or 0)
     if hasattr(real.get("train"), "_finish"):
         real["train"]._finish()                   # the loader processes nnU-Net would have ended
     steady = slice(1, None) if len(loops) > 1 else slice(None)
     loop_s = sum(b - a for a, b in loops[steady])
     iterations = prof["iterations_per_epoch"] * len(loops[steady])
-    return {"seconds_per_iteration": loop_s / iterations,
-            "iterations_per_second": iterations / loop_s,
-            "first_epoch_seconds": epochs[0][1] - epochs[0][0],
-            "data_wait_share": max(0.0, 1 - sum(steps[steady]) / loop_s),
-            "epoch_seconds": sum(b - a for a, b in epochs) / len(epochs),
-            "peak_mb": peak / 2 ** 20, "threads": torch.get_num_threads(),
-            "device": str(trainer.device), "torch": torch.__version__}
+    peak = peak_rss_bytes()
+    watchdog.report(seconds_per_iteration=loop_s / iterations,
+                    iterations_per_second=iterations / loop_s,
+                    first_epoch_seconds=epochs[0][1] - epochs[0][0],
+                    data_wait_share=max(0.0, 1 - sum(steps[steady]) / loop_s),
+                    epoch_seconds=sum(b - a for a, b in epochs) / len(epochs),
+                    peak_mb=round(peak / 2 ** 20, 1) if peak else "",
+                    threads=torch.get_num_threads(),
+                    device=str(trainer.device), torch=torch.__version__)
+    watchdog.finish()
 
 
 def bench(args: argparse.Namespace) -> list[dict]:
@@ -187,29 +192,30 @@ def bench(args: argparse.Namespace) -> list[dict]:
         registry.get(name)                       # unknown names fail before any work
     work = Path(args.work).resolve()
     root, specs = prepare(work, args)
-    run_dir = work / "bench-train" / "run"
-    rows = []
-    for model in args.models:
+    run_dir = work / "bench" / "train"
+    limit = int(0.9 * (watchdog.available_memory_bytes() or 24 * watchdog.GIB))
+    todo = [(model, layout, mode) for model in args.models
+            for layout in (args.layouts if registry.get(model).family == "mednext" else ["-"])
+            for mode in args.modes]
+    bar, rows = Progress(len(todo)), []
+    for i, (model, layout, mode) in enumerate(todo):
         spec = specs[model]
-        layouts = args.layouts if registry.get(model).family == "mednext" else ["-"]
-        for layout in layouts:
-            for mode in args.modes:
-                label = f"{model} {layout} {mode}"
-                print(f"training {label}: {args.epochs} epochs x {args.iterations} iterations",
-                      file=sys.stderr, flush=True)
-                load_before = os.getloadavg()[0]
-                m = run_child("harness.bench.train", {
-                    "spec": spec, "root": str(root), "layout": layout, "mode": mode,
-                    "label": label, "run_dir": str(run_dir)},
-                    args.timeout, show_stderr=True)
-                print(f"  {m['status']}", file=sys.stderr, flush=True)
-                rows.append({"model": model, "layout": layout, "mode": mode,
-                             "epochs": args.epochs, "iterations_per_epoch": args.iterations,
-                             "patch": "x".join(map(str, spec["profile"]["patch"])),
-                             "batch": spec["profile"]["batch"],
-                             **{k: _round(v) for k, v in m.items()},
-                             "load_before": round(load_before, 2),
-                             "load_after": round(os.getloadavg()[0], 2)})
+        bar.show(i, f"{model} {layout} {mode}: {args.epochs} epochs x {args.iterations} "
+                    f"iterations")
+        load_before = os.getloadavg()[0]
+        job = {"spec": spec, "root": str(root), "layout": layout, "mode": mode,
+               "run_dir": str(run_dir)}
+        res = watchdog.run_child([sys.executable, "-m", "harness.bench.train", "--child",
+                                  json.dumps(job)], max_rss_bytes=limit, timeout_s=args.timeout)
+        rows.append({"model": model, "layout": layout, "mode": mode, "epochs": args.epochs,
+                     "iterations_per_epoch": args.iterations,
+                     "patch": "x".join(map(str, spec["profile"]["patch"])),
+                     "batch": spec["profile"]["batch"],
+                     **{k: _round(v) for k, v in res.values.items()},
+                     "group_peak_mb": round(res.peak_rss_bytes / 2 ** 20, 1),
+                     "load_before": round(load_before, 2),
+                     "load_after": round(os.getloadavg()[0], 2), "status": res.status})
+    bar.show(len(todo), "done")
     shutil.rmtree(run_dir, ignore_errors=True)
     return rows
 
@@ -221,13 +227,11 @@ def _round(v):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child is not None:
-        import json
-        print(json.dumps(_child(json.loads(args.child))))
+        _child(json.loads(args.child))
         return 0
     if min(args.epochs, args.iterations, args.batch or 1, *(args.patch or [1])) < 1:
         raise SystemExit("--epochs, --iterations, --batch and --patch must be positive")
     from harness.errors import UserError
-    from harness.io import write_text
     from harness.studies import results_root
 
     try:
@@ -235,11 +239,7 @@ def main(argv=None) -> int:
     except (UserError, ValueError) as e:
         print(f"bench-train: {e}", file=sys.stderr)
         return 2
-    text = csv_text(rows, COLUMNS)
-    out = args.out or results_root() / "bench" / "train.csv"
-    write_text(out, text)
-    print(text, end="")
-    print(f"wrote {os.fspath(out)}", file=sys.stderr)
+    write_table(rows, COLUMNS, args.out or results_root() / "bench" / "train.csv")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

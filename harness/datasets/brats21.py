@@ -6,7 +6,9 @@ ids are not contiguous. Channels are written as ``_0000.._0003`` = FLAIR, T1, T1
 1 NCR, 2 ED, 4 ET are remapped as nnU-Net's ``Dataset137_BraTS21`` does (2->1, 1->2, 4->3) so
 that the regions are whole tumour (1, 2, 3), tumour core (2, 3), enhancing tumour (3); the map
 lives in :data:`harness.datasets.spec.TASKS` (``source_label_map``), the remap in
-:mod:`harness.datasets.conversion`.
+:mod:`harness.datasets.conversion`. ``dataset.json`` names the three labels (edema, necrosis,
+enhancing tumour), what the official MedNeXt trainers train on; the regions are formed when
+scoring, or for region training (an option) when a run loads the data.
 """
 from __future__ import annotations
 

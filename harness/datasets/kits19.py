@@ -11,6 +11,10 @@ and numpy gets (W, H, slices). The converter reorients every case to LPS
 spacing (slice, px, px), identity direction, and each voxel keeps its world position. The phantom
 writes its cases with the same quirk (:func:`to_kits_orientation`), so the conversion is
 exercised on it.
+
+The official MedNeXt pipeline copied these files unchanged, so its 2D configuration (slices along
+axis 0 of SimpleITK's array) cut KiTS19 into sagittal slices; the converted files keep that fact
+as :attr:`harness.datasets.spec.TaskSpec.slicing`.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ from harness.errors import UserError
 DEFAULT_CASES = 12
 DEFAULT_SIZE = 64
 MIN_SIZE, MAX_SIZE = 16, 128
-GENERATOR_VERSION = 4  # bump when the rendering changes, so that stale phantoms are rebuilt
+GENERATOR_VERSION = 5  # bump when the rendering or the written dataset.json changes, so that stale
+                       # phantoms are rebuilt (5: BraTS21 in plain labels, not regions)
 _TASK_STREAM = {t: i for i, t in enumerate(PAPER_TASKS)}
 
 

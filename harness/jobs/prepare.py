@@ -15,10 +15,18 @@ other's files, and nothing of the user's is ever in the way:
   fingerprint must still be the one the plan was made with (the data may not change between
   planning and preparing).
 
+BraTS21 is prepared for both training targets (labels, the default, and regions): the job is
+shared by every run of the dataset, and the region data cost no second preprocessing
+(:mod:`harness.nnunet.plans`). The ``dataset.json`` of each target is derived from the raw one
+(``TaskSpec.target_dataset_json``), which is only read: a BraTS21 conversion of an earlier version
+(region form) works as it is, a foreign label map stops the job asking to re-convert.
+
 ``splits_final.json`` comes from ``harness.datasets.make_splits`` (nnU-Net's seeded 5-fold rule),
 so nnU-Net and every other model read the same split. A stamp,
 ``nnUNet_preprocessed/<Dataset>/bench_prepare.json``, is written last and records the data block
-(with its fingerprint); the job is done when the stamp's fingerprint is the one asked for.
+(with its fingerprint), both plans files and the preprocessed data folder of each target; the job
+is done when the stamp names the fingerprint asked for, the 2D plans (a root prepared before
+those existed is prepared again) and every target of the task (:func:`is_prepared`).
 """
 from __future__ import annotations
 
@@ -48,11 +56,27 @@ def read_stamp(root: Path, folder: str) -> dict | None:
         return None
 
 
+def prepared_targets(spec) -> dict[str, str]:
+    """The preprocessed data folder of each training target the task is prepared for."""
+    from harness.nnunet.plans import data_identifier
+    return {t: data_identifier(t) for t in spec.targets}
+
+
+def is_prepared(stamp: dict | None, data: dict, spec) -> bool:
+    """Whether a stamp records ``data`` (its fingerprint) prepared, with the 2D plans, for every
+    target of ``spec``. A stamp of an earlier version names no targets: it prepared labels only, and a BraTS21 root
+    it stamped (preprocessed from the region form) is prepared again."""
+    if (stamp is None or stamp.get("data", {}).get("fingerprint") != data["fingerprint"]
+            or "plans_2d" not in stamp):
+        return False
+    from harness.nnunet.plans import DATA_IDENTIFIER
+    return stamp.get("preprocessed", {"labels": DATA_IDENTIFIER}) == prepared_targets(spec)
+
+
 def prepare_status(payload: dict) -> str:
     spec, root, _, _ = _paths(payload)
     stamp = read_stamp(root, spec.folder)
-    ok = stamp is not None and stamp.get("data", {}).get("fingerprint") == payload["data"]["fingerprint"]
-    return "done" if ok else "pending"
+    return "done" if is_prepared(stamp, payload["data"], spec) else "pending"
 
 
 def _place_raw(payload: dict, spec, root: Path, raw: Path) -> None:
@@ -90,13 +114,18 @@ def prepare_dataset(payload: dict) -> None:
     configure(root)
     _place_raw(payload, spec, root, raw)
     summary = validate_raw(raw, spec.name)
+    raw_json = json.loads((raw / "dataset.json").read_text())
+    jsons = {t: spec.target_dataset_json(raw_json, t) for t in spec.targets}
 
-    from harness.nnunet.plans import plan_and_preprocess
-    plans_path = plan_and_preprocess(spec.dataset_id, spec.folder)
+    from harness.nnunet.plans import PLANS_2D_NAME, plan_and_preprocess
+    plans_path = plan_and_preprocess(spec.dataset_id, spec.folder, jsons)
 
-    ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+    ending = raw_json["file_ending"]
     cases = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").glob(f"*{ending}"))
     write_splits(pre / "splits_final.json", make_splits(cases, n_folds=5, seed=12345))
     write_json(pre / STAMP, {"dataset": spec.name, "folder": spec.folder, "data": payload["data"],
                              "source_path": payload.get("source_path"), "cases": cases,
-                             "plans": str(plans_path), "summary": summary})
+                             "plans": str(plans_path),
+                             "plans_2d": str(plans_path.with_name(f"{PLANS_2D_NAME}.json")),
+                             "preprocessed": prepared_targets(spec),
+                             "summary": summary})

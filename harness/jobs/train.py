@@ -50,11 +50,13 @@ def _validation_cases(pre: Path, fold: int) -> list[str]:
 
 
 def _check_prepared(root: Path, spec: RunSpec) -> None:
-    """The data root must hold the data this run's id names (its fingerprint)."""
-    from harness.jobs.prepare import read_stamp
+    """The data root must hold the data this run's id names (its fingerprint), prepared for
+    every training target of the dataset (BraTS21: labels and regions)."""
+    from harness.datasets import task_spec
+    from harness.jobs.prepare import is_prepared, read_stamp
 
     stamp = read_stamp(root, spec.data["folder"])
-    if stamp is None or stamp.get("data", {}).get("fingerprint") != spec.data["fingerprint"]:
+    if not is_prepared(stamp, spec.data, task_spec(spec.dataset)):
         raise UserError(f"{spec.dataset} (data {spec.data['fingerprint'][:12]}) is not prepared in "
                         f"{root}: run its prepare job first (`mednext-bench run` or `train` do)")
 

@@ -13,14 +13,14 @@ stored; HD95 of one empty mask = image diagonal). Public entry points:
 """
 from __future__ import annotations
 
-from .definitions import COUNTS, DEFAULT_SDC, METRICS, SDC_CONVENTIONS, TOLERANCE_MM, MetricInfo
+from .definitions import COUNTS, METRICS, PAPER_SDC, SDC_CONVENTIONS, TOLERANCE_MM, MetricInfo
 from .evaluate import COLUMNS, evaluate_case, evaluate_run
 from .measures import dice, empty_state, hd95, surface_dice, worst_distance
 from .reader import Volume, read_nifti, write_nifti
 from .regions import Region, paper_classes, regions_for, task_of
 
 __all__ = [
-    "COLUMNS", "COUNTS", "DEFAULT_SDC", "METRICS", "SDC_CONVENTIONS", "TOLERANCE_MM", "MetricInfo",
+    "COLUMNS", "COUNTS", "METRICS", "PAPER_SDC", "SDC_CONVENTIONS", "TOLERANCE_MM", "MetricInfo",
     "Region", "Volume", "dice", "empty_state", "evaluate_case", "evaluate_run", "hd95",
     "paper_classes", "read_nifti", "regions_for", "surface_dice", "task_of", "worst_distance",
     "write_nifti",

@@ -14,7 +14,9 @@ Empty-mask rule (decided here, applied in ``harness.metrics.measures`` only):
 Surface metrics follow DeepMind ``surface-distance`` (surfels on the voxel-corner grid, area
 weighted). Two surface Dice variants are stored: ``nsd_phys`` uses the header spacing and a
 1.0 mm tolerance (the paper's stated definition); ``nsd_mednext_code`` uses spacing (1,1,1) and
-tolerance 1, i.e. one voxel, which is what the released MedNeXt evaluation computed.
+tolerance 1, i.e. one voxel, which is what the released MedNeXt evaluation computed: its
+``region_based_evaluation.py`` passes ``spacing_mm=[1,1,1]``, so the SDC numbers the paper prints
+are in this convention (``PAPER_SDC``). Reports show both, each under its own label.
 """
 from __future__ import annotations
 
@@ -41,16 +43,19 @@ class MetricInfo:
     one_empty: str           # "zero" or "worst"
     scale: float             # display factor: fractions are shown in percent, as in the paper
     description: str
+    convention: str = ""     # surface Dice only: the spacing convention ("1 mm" or "1 voxel")
 
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("dsc", "DSC", "fraction", True, 1.0, "zero", 100.0,
                "volumetric Dice 2TP/(2TP+FP+FN)"),
-    MetricInfo("nsd_phys", "SDC", "fraction", True, 1.0, "zero", 100.0,
-               "surface Dice at 1.0 mm tolerance with the header spacing (paper's definition)"),
-    MetricInfo("nsd_mednext_code", "SDC(vox)", "fraction", True, 1.0, "zero", 100.0,
+    MetricInfo("nsd_phys", "SDC (1 mm)", "fraction", True, 1.0, "zero", 100.0,
+               "surface Dice at 1.0 mm tolerance with the header spacing (paper's definition)",
+               "1 mm"),
+    MetricInfo("nsd_mednext_code", "SDC (1 voxel)", "fraction", True, 1.0, "zero", 100.0,
                "surface Dice at tolerance 1 with spacing (1,1,1), i.e. 1 voxel "
-               "(as the released MedNeXt evaluation computed it)"),
+               "(as the released MedNeXt evaluation computed it, hence the paper's SDC numbers)",
+               "1 voxel"),
     MetricInfo("hd95", "HD95", "mm", False, 0.0, "worst", 1.0,
                "95th percentile Hausdorff distance (DeepMind, area weighted, max of directions); "
                "one empty mask -> image diagonal in mm"),
@@ -62,13 +67,15 @@ COUNTS = {
     "vol_ref_mm3": "reference volume in mm^3", "vol_pred_mm3": "predicted volume in mm^3",
 }
 
-# Which surface Dice a report shows unless told otherwise, and how it is named there.
-DEFAULT_SDC = "nsd_phys"
+# The two surface Dice conventions (both in every report), and the one the paper's numbers use:
+# the official MedNeXt evaluation passed spacing [1,1,1] to surface-distance, so its "1 mm" SDC
+# is one voxel. A comparison with the paper's SDC cells uses PAPER_SDC.
 SDC_CONVENTIONS = {
     "nsd_phys": "surface Dice at 1.0 mm with the header spacing (the paper's stated definition)",
     "nsd_mednext_code": "surface Dice at 1 voxel: spacing (1,1,1), tolerance 1 "
                         "(what the released MedNeXt evaluation computed)",
 }
+PAPER_SDC = "nsd_mednext_code"
 
 
 def metric(name: str) -> MetricInfo:

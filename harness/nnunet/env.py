@@ -95,19 +95,31 @@ class _MultiprocessingInThreads:
         return getattr(multiprocessing, name)
 
 
+# nnU-Net lists a raw dataset's files with a *fork* pool of 12 (``create_lists_from_splitted_dataset_
+# folder``, called by the fingerprint extractor and the preprocessor). Forking a process that runs
+# other threads (torch's, the job's) can leave a child blocked for ever on a lock another thread
+# held at the fork, and ``Pool.terminate`` then waits on it: a prepare job hung that way. The work
+# is a regular-expression filter of file names, so it runs in threads too.
+FORK_POOL_MODULE = "nnunetv2.utilities.utils"
+
+
 @contextlib.contextmanager
 def in_process_pools(*module_names: str) -> Iterator[None]:
-    """Run the ``spawn`` pools of the named nnU-Net modules in threads of this process."""
+    """Run the ``spawn`` pools of the named nnU-Net modules, and nnU-Net's fork pool of file
+    listing (:data:`FORK_POOL_MODULE`), in threads of this process."""
     import importlib
 
     saved = []
     for name in module_names:
         mod = importlib.import_module(name)
-        saved.append((mod, mod.multiprocessing))
+        saved.append((mod, "multiprocessing", mod.multiprocessing))
         mod.multiprocessing = _MultiprocessingInThreads()
+    listing = importlib.import_module(FORK_POOL_MODULE)
+    saved.append((listing, "Pool", listing.Pool))
+    listing.Pool = multiprocessing.dummy.Pool
     try:
         yield
     finally:
-        for mod, orig in saved:
-            mod.multiprocessing = orig
+        for mod, attr, orig in reversed(saved):
+            setattr(mod, attr, orig)
 

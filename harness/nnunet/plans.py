@@ -7,24 +7,49 @@ nnU-Net would have chosen); ``nnUNetPlans_bench.json`` then carries one preproce
 configuration, ``3d_1mm``: nnU-Net's ``3d_fullres`` (normalisation, resampling functions,
 transpose) with the target spacing set to 1 mm. It is preprocessed once and shared by all models.
 
-At training time :func:`training_plans` adds the configuration a run uses, ``bench_3d`` or
-``bench_2d``, with the profile's patch and batch and the same ``data_identifier`` -- so the 2D
-configuration trains on slices of the same 1 mm volumes, and predicts slice by slice. Its
-``architecture`` entry is nnU-Net's PlainConvUNet topology for that patch (what nnU-Net's planner
-derives: ``get_pool_and_conv_props``, 32 base features, capped at 320 in 3D and 512 in 2D); it
-records nnU-Net's plan, the networks themselves come from the registry.
+The 2D configuration slices each 1 mm volume along the plane the official pipeline used for the
+task (:func:`harness.datasets.spec.slicing_plane`: sagittal for KiTS19, axial otherwise).
+nnU-Net's 2D loader and predictor slice axis 0 of the array transposed by the plans'
+``transpose_forward``, which is plan-level (nnU-Net's planner: "if you want a different
+transpose_forward/backward you need to create a new planner"), so the 2D configuration has plans
+of its own, ``nnUNetPlans_bench2d.json`` (configuration ``2d_1mm``): the bench plans with that
+transpose. Where it equals the 3D transpose the two share the preprocessed data; otherwise
+(KiTS19) the 2D plans are preprocessed into their own folder. Prediction undoes the transpose
+(``transpose_backward``), so volumes come back in their original geometry.
 
-Differs from MedNeXt's nnU-Net v1 planner (``ExperimentPlanner3D_v21_customTargetSpacing_1x1x1``):
+At training time :func:`training_plans` adds the configuration a run uses, ``bench_3d`` or
+``bench_2d``, with the profile's patch and batch and the ``data_identifier`` of its plans and
+training target (below) -- so the 2D configuration trains on slices of the 1 mm volumes, and
+predicts slice by slice. Its ``architecture`` entry is nnU-Net's PlainConvUNet topology for that
+patch (what nnU-Net's planner derives: ``get_pool_and_conv_props``, 32 base features, capped at
+320 in 3D and 512 in 2D); it records nnU-Net's plan, the networks themselves come from the
+registry.
+
+Label and region training (BraTS21, :mod:`harness.studies.options`) share nnU-Net's plan (the
+planner reads the labels only to count outputs for its memory estimate: four entries in both
+forms) and the preprocessed arrays (the stored segmentation is the label map either way), but not
+the foreground locations that nnU-Net's preprocessor stores per case (``class_locations``, keyed
+by label or by region), from which its data loader draws the centre of each oversampled patch.
+So ``nnUNet_preprocessed/<Dataset>/dataset.json`` is written in the plain-label form, and BraTS21
+gets a second data folder beside ``nnUNetPlans_bench_1mm`` (preprocessed by nnU-Net with the
+labels): ``nnUNetPlans_bench_1mm_regions``, whose arrays are hard links to the first and whose
+locations are sampled per region from the stored segmentation by the preprocessor's own sampler
+and seed -- what preprocessing with the region form stores, without preprocessing twice.
+
+Differs from MedNeXt's nnU-Net v1 planners (``ExperimentPlanner{3D,2D}_v21_customTargetSpacing_1x1x1``):
 the patch and batch are set explicitly (v1 overwrote only the patch after planning), and the
-2D configuration uses the same 1 mm data instead of nnU-Net's in-plane median spacing.
+2D configuration is 1 mm along the slicing axis too: v1's ``PreprocessorFor2D`` resampled only the
+slice plane to 1 mm and kept the original spacing between slices (MedNeXt ``preprocessing.py``
+@7fdbd4a), so its slices were as far apart as the original voxels along that axis.
 """
 from __future__ import annotations
 
 import json
 from copy import deepcopy
 from pathlib import Path
+from typing import Mapping
 
-from harness.io import write_json
+from harness.io import atomic_dir, write_json
 from harness.nnunet.env import in_process_pools, planning_threads
 
 TARGET_SPACING = (1.0, 1.0, 1.0)
@@ -32,6 +57,9 @@ NNUNET_PLANS = "nnUNetPlans"
 PLANS_NAME = "nnUNetPlans_bench"
 PREPROCESSED_CONFIG = "3d_1mm"
 DATA_IDENTIFIER = f"{PLANS_NAME}_1mm"
+PLANS_2D_NAME = "nnUNetPlans_bench2d"
+PREPROCESSED_2D_CONFIG = "2d_1mm"
+REGIONS_DATA_IDENTIFIER = f"{DATA_IDENTIFIER}_regions"
 FEATURE_CAP = {"3d": 320, "2d": 512}
 
 
@@ -40,11 +68,22 @@ def preprocessed_folder(folder: str) -> Path:
     return Path(str(nnUNet_preprocessed)) / folder
 
 
-def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
-    """Fingerprint, nnU-Net's plan, the 1 mm bench plan, and its preprocessing.
+def data_identifier(target: str | None = None) -> str:
+    """The preprocessed data folder of a training target (``labels``, default, or ``regions``)."""
+    return REGIONS_DATA_IDENTIFIER if target == "regions" else DATA_IDENTIFIER
 
+
+def plan_and_preprocess(dataset_id: int, folder: str,
+                        dataset_jsons: Mapping[str, dict] | None = None) -> Path:
+    """Fingerprint, nnU-Net's plan, the 1 mm bench plans (3D and 2D), and their preprocessing.
+
+    ``dataset_jsons``: the ``dataset.json`` of each training target to prepare
+    (``TaskSpec.target_dataset_json``); ``labels`` replaces nnU-Net's copy of the raw file,
+    ``regions`` adds the region data folder. None: the raw file, labels only.
     Returns the path of ``nnUNetPlans_bench.json``. Safe to re-run (everything is rewritten).
     """
+    from harness.datasets.spec import slicing_plane
+
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import \
         DatasetFingerprintExtractor
     from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import \
@@ -54,13 +93,22 @@ def plan_and_preprocess(dataset_id: int, folder: str) -> Path:
         fpe = DatasetFingerprintExtractor(dataset_id, num_processes=1, verbose=False)
         fpe.show_progress_bar = False
         fpe.run(overwrite_existing=True)
-    with planning_threads():
+    with planning_threads(), in_process_pools():      # the planner lists the files too
         planner = ExperimentPlanner(dataset_id, plans_name=NNUNET_PLANS)
         plans = planner.plan_experiment()
     bench = bench_plans(plans)
+    bench_2d = bench_2d_plans(bench, slicing_plane(folder))
     path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
     write_json(path, bench, sort_keys=False)
-    preprocess(dataset_id)
+    write_json(path.with_name(f"{PLANS_2D_NAME}.json"), bench_2d, sort_keys=False)
+    jsons = dict(dataset_jsons or {})
+    if "labels" in jsons:
+        write_json(preprocessed_folder(folder) / "dataset.json", jsons["labels"], sort_keys=False)
+    preprocess(dataset_id, PLANS_NAME, PREPROCESSED_CONFIG)
+    if bench_2d["configurations"][PREPROCESSED_2D_CONFIG]["data_identifier"] != DATA_IDENTIFIER:
+        preprocess(dataset_id, PLANS_2D_NAME, PREPROCESSED_2D_CONFIG)
+    if "regions" in jsons:
+        derive_region_data(folder, jsons["regions"])
     return path
 
 
@@ -81,17 +129,83 @@ def bench_plans(nnunet_plans: dict) -> dict:
     return plans
 
 
-def preprocess(dataset_id: int) -> None:
+def bench_2d_plans(bench: dict, plane: dict) -> dict:
+    """The bench plans for the 2D configuration: ``transpose_forward`` puts the slicing axis of
+    ``plane`` (:func:`harness.datasets.spec.slicing_plane`) first, one configuration
+    ``2d_1mm``; the 3D data identifier when the transpose is the 3D one, else a new one."""
+    t3 = [int(a) for a in bench["transpose_forward"]]
+    t2 = [int(a) for a in plane["transpose_forward"]]
+    if sorted(t2) != [0, 1, 2]:
+        raise ValueError(f"transpose_forward must be a permutation of 0, 1, 2, got {t2}")
+    order = [t3.index(a) for a in t2]       # 3D-transposed axis of each 2D-transposed axis
+    plans = deepcopy(bench)
+    cfg = plans["configurations"].pop(PREPROCESSED_CONFIG)
+    cfg["data_identifier"] = DATA_IDENTIFIER if t2 == t3 else f"{PLANS_2D_NAME}_1mm"
+    for key in ("spacing", "median_image_size_in_voxels", "patch_size"):
+        cfg[key] = [cfg[key][i] for i in order]
+    arch = cfg.get("architecture", {}).get("arch_kwargs", {})   # nnU-Net's record, axes moved too
+    for key in ("kernel_sizes", "strides"):
+        if key in arch:
+            arch[key] = [[k[i] for i in order] for k in arch[key]]
+    for key in ("original_median_spacing_after_transp", "original_median_shape_after_transp"):
+        if key in plans:
+            plans[key] = [plans[key][i] for i in order]
+    plans.update(plans_name=PLANS_2D_NAME, transpose_forward=t2,
+                 transpose_backward=[t2.index(i) for i in range(3)],
+                 configurations={PREPROCESSED_2D_CONFIG: cfg})
+    plans["protocol"] = {**plans.get("protocol", {}), "slicing_plane": deepcopy(plane)}
+    return plans
+
+
+def preprocess(dataset_id: int, plans_name: str = PLANS_NAME,
+               configuration: str = PREPROCESSED_CONFIG) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
     folder = convert_id_to_dataset_name(dataset_id)
-    plans = json.loads((preprocessed_folder(folder) / f"{PLANS_NAME}.json").read_text())
-    cm = PlansManager(plans).get_configuration(PREPROCESSED_CONFIG)
+    plans = json.loads((preprocessed_folder(folder) / f"{plans_name}.json").read_text())
+    cm = PlansManager(plans).get_configuration(configuration)
     pre = cm.preprocessor_class(verbose=False)
     pre.show_progress_bar = False
     with in_process_pools("nnunetv2.preprocessing.preprocessors.default_preprocessor"):
-        pre.run(dataset_id, PREPROCESSED_CONFIG, PLANS_NAME, num_processes=1)
+        pre.run(dataset_id, configuration, plans_name, num_processes=1)
+
+
+def derive_region_data(folder: str, regions_dataset_json: dict) -> Path:
+    """``nnUNetPlans_bench_1mm_regions`` from the label-preprocessed folder: the arrays hard-linked
+    (copied where links fail), each case's ``class_locations`` sampled per region (module
+    docstring). Replaces an earlier one; returns the folder."""
+    import os
+    import shutil
+
+    import numpy as np
+    from batchgenerators.utilities.file_and_folder_operations import write_pickle
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pre = preprocessed_folder(folder)
+    plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(PREPROCESSED_CONFIG)
+    lm = pm.get_label_manager(regions_dataset_json)
+    if not lm.has_regions or lm.has_ignore_label:
+        raise ValueError(f"{folder}: region data need regions and no ignore label")
+    src, dst = pre / DATA_IDENTIFIER, pre / REGIONS_DATA_IDENTIFIER
+    dataset = infer_dataset_class(str(src))(str(src))
+    with atomic_dir(dst) as tmp:
+        for f in sorted(src.iterdir()):
+            if f.suffix != ".pkl":
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+        for case in dataset.identifiers:
+            _, seg, _, props = dataset.load_case(case)
+            # the preprocessor's own call (default seed), on the segmentation it stored
+            props["class_locations"] = cm.preprocessor_class._sample_foreground_locations(
+                np.asarray(seg[:]), lm.foreground_regions)
+            write_pickle(props, str(tmp / f"{case}.pkl"))
+    return dst
 
 
 def plain_unet_architecture(dim: str, patch: tuple[int, ...],
@@ -128,18 +242,34 @@ def plain_unet_architecture(dim: str, patch: tuple[int, ...],
     }
 
 
-def training_plans(folder: str, dim: str, patch, batch: int, model: str) -> tuple[dict, str]:
-    """The bench plans plus the configuration a run trains with; returns ``(plans, name)``."""
+def training_plans(folder: str, dim: str, patch, batch: int, model: str,
+                   target: str | None = None) -> tuple[dict, str]:
+    """The bench plans (3D or 2D) plus the configuration a run trains with; returns
+    ``(plans, name)``. The 2D plans must slice the plane of the dataset's facts. ``target``
+    (``labels``, default, or ``regions``) selects the preprocessed data folder."""
+    from harness.datasets.spec import slicing_plane
+
     if dim not in ("3d", "2d"):
         raise ValueError(f"dim must be '3d' or '2d', got {dim!r}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch!r}")
-    path = preprocessed_folder(folder) / f"{PLANS_NAME}.json"
+    name, config = (PLANS_NAME, PREPROCESSED_CONFIG) if dim == "3d" else \
+        (PLANS_2D_NAME, PREPROCESSED_2D_CONFIG)
+    path = preprocessed_folder(folder) / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first")
+        raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first (a data "
+                                "root prepared before the 2D plans existed must be prepared again)")
     plans = json.loads(path.read_text())
-    cfg = deepcopy(plans["configurations"][PREPROCESSED_CONFIG])
+    if dim == "2d" and plans["transpose_forward"] != slicing_plane(folder)["transpose_forward"]:
+        raise ValueError(f"{path} slices with transpose {plans['transpose_forward']}, the dataset's "
+                         f"facts say {slicing_plane(folder)['transpose_forward']}: prepare it again")
+    cfg = deepcopy(plans["configurations"][config])
     patch = [int(p) for p in patch]
+    if target == "regions":
+        if cfg["data_identifier"] != DATA_IDENTIFIER:
+            raise ValueError(f"{folder}: region data are derived from the shared 1 mm data only, "
+                             f"not from {cfg['data_identifier']}")
+        cfg["data_identifier"] = REGIONS_DATA_IDENTIFIER
     cfg.update(patch_size=patch, batch_size=int(batch),
                architecture=plain_unet_architecture(dim, tuple(patch)), bench_model=model)
     if dim == "2d":

@@ -28,14 +28,19 @@ from harness.nnunet.trainer import trainer_class, unwrap
 
 
 def load_plans(spec: dict) -> tuple[dict, str, dict]:
-    """``(plans, configuration name, dataset_json)`` of a run."""
+    """``(plans, configuration name, dataset_json)`` of a run, for what it trains on: its
+    ``brats_target`` setting (BraTS21), else labels. The ``dataset.json`` is the prepared one in
+    that target's form (``TaskSpec.target_dataset_json``): plain labels, or nnU-Net's regions,
+    with which nnU-Net's label manager trains sigmoid outputs with Dice + BCE and its predictor
+    paints the regions back into a label map (``regions_class_order``)."""
     from harness.datasets import task_spec
 
-    folder = task_spec(spec["dataset"]).folder
-    plans, cfg = training_plans(folder, spec["dim"], spec["profile"]["patch"],
-                                spec["profile"]["batch"], spec["model"])
-    dataset_json = json.loads((preprocessed_folder(folder) / "dataset.json").read_text())
-    return plans, cfg, dataset_json
+    ds = task_spec(spec["dataset"])
+    target = spec["settings"].get("brats_target")
+    plans, cfg = training_plans(ds.folder, spec["dim"], spec["profile"]["patch"],
+                                spec["profile"]["batch"], spec["model"], target)
+    prepared = json.loads((preprocessed_folder(ds.folder) / "dataset.json").read_text())
+    return plans, cfg, ds.target_dataset_json(prepared, target)
 
 
 def make_trainer(spec: dict, run_dir: Path, on_progress: Callable | None = None,

@@ -6,7 +6,8 @@ licence, what this project changed), how it is trained (``recipes``), how it is 
 (``init``: UpKern from the kernel-3 run, or a second schedule continued from it), which small
 patch the tests build it at, and its exact reference parameter count with the count's source.
 Written after timm's habit of one small entry per variant; the names are the project's fixed
-contract (``mednext-{s,b,m,l}-k{3,5}``, the three ablation variants, seven baselines).
+contract (``mednext-{s,b,m,l}-k{3,5}``, the three ablation variants, seven baselines), followed
+by the rows beyond the paper (``mednext-b-k3-grn``, ``nnunet-resenc``).
 """
 from __future__ import annotations
 
@@ -164,6 +165,15 @@ _MEDNEXT_REF_SOURCE = "specs/mednext.md b.3 (official code instantiated; analyti
 # = 2,786,720 -> 10,526,703 - 3,493,216 + 2,786,720 = 9,820,207 (9,833,703 with the DS heads).
 _STD_RESAMPLING_COUNTS = (9_820_207, 9_833_703)
 
+# MedNeXt-B k3 with Global Response Normalisation: no official count (no config of the paper or
+# the repository uses it). Derived: each GRN-carrying block adds gamma and beta of its expanded
+# width (exp_r x input channels). B: C = 32, exp_r 2,3,4,4,4,4,4,3,2, two blocks per stage.
+# Plain blocks (18): 2 x 2 x (64 + 192 + 512 + 1024 + 2048 + 1024 + 512 + 192 + 64) = 22,528;
+# down_1..3 (down_0 has none, as in the official code): 2 x (4*64 + 4*128 + 4*256) = 3,584;
+# up_3..0: 2 x (4*512 + 4*256 + 3*128 + 2*64) = 7,168. Sum 33,280 -> 10,526,703 + 33,280 =
+# 10,559,983 (10,573,479 with the DS heads); the meta-device count of the built network agrees.
+_GRN_COUNTS = (10_559_983, 10_573_479)
+
 
 def _mednext(name: str, size: str, kernel: int, *, init=None, label: str, notes: str = "",
              counts: tuple[int, int] | None = None, source: str = _MEDNEXT_REF_SOURCE,
@@ -214,6 +224,14 @@ def _mednext_entries() -> list[ModelEntry]:
         label="MedNeXt-B (k3) trained 2x",
         notes="Table 1 (right) ablation: the same network, a second full schedule (fresh "
               "optimizer and LR schedule) started from the finished mednext-b-k3 weights."))
+    out.append(_mednext(
+        "mednext-b-k3-grn", "b", 3, grn=True, label="MedNeXt-B + GRN (k3)", counts=_GRN_COUNTS,
+        source="derived: specs/mednext.md b.3 B k3 count + 2 x expanded width per GRN-carrying "
+               "block (33,280); no published count",
+        notes="Beyond the paper: Global Response Normalisation (ConvNeXt V2) after the GELU of "
+              "every block's expansion, the switch the official v1 blocks carry (no MICCAI 2023 "
+              "config uses it); MedNeXt-v2 (Roy, Kirchhoff et al., arXiv 2512.17774, 2025) builds "
+              "on 3D GRN (with other changes: this is not MedNeXt-v2). Recipe as mednext-b-k3."))
     return out
 
 
@@ -245,6 +263,15 @@ _NNUNET = Origin(
     changes="Topology planned for the trained patch at 1 mm (128^3: 6 stages) instead of the "
             "MedNeXt v1 runs' dataset-planned topology; a patch the topology cannot divide is "
             "refused (nnU-Net pads it).")
+_RESENC = Origin(
+    paper="Isensee et al., nnU-Net Revisited: A Call for Rigorous Validation in 3D Medical Image "
+          "Segmentation, MICCAI 2024 (arXiv 2404.09556)",
+    repository=_NNUNET.repository, commit=_NNUNET.commit, licence="Apache-2.0",
+    implementation="baselines.resenc.build (DNA ResidualEncoderUNet, nnU-Net's ResEnc planner "
+                   "layout, topology by nnU-Net's rule)",
+    changes="Planned for the trained patch at 1 mm (128^3: the network nnU-Net's ResEnc M, L and XL "
+            "planners all give at 128^3) and trained at batch 2, not at the preset's VRAM-driven "
+            "patch and batch; a patch the topology cannot divide is refused.")
 _UNETR = Origin(
     paper="Hatamizadeh et al., UNETR: Transformers for 3D Medical Image Segmentation, WACV 2022",
     repository="https://github.com/Project-MONAI/MONAI", commit="monai 1.6.1 (PyPI)",
@@ -323,6 +350,16 @@ def _baseline_entries() -> list[ModelEntry]:
         _baseline("3d-uxnet", "baselines.uxnet3d.build", "3d", 16, False,
                   "stride-2 stem and three stride-2 downsamplings", _UXNET, (32, 32, 32),
                   53_006_510, label="3D-UX-Net", bottleneck_stride=16),
+        _baseline("nnunet-resenc", "baselines.resenc.build", "3d", None, False,
+                  "topology planned per patch and spacing, as nnunet: 32 at 128^3", _RESENC,
+                  (32, 32, 32), 102_359_430, label="nnU-Net ResEnc",
+                  builder_options=("deep_supervision", "spacing"),
+                  source="nnunetv2 2.8.1 nnUNetPlannerResEncM/L/XL.get_plans_for_configuration "
+                         "(1 mm, median shape 128^3) -> get_network_from_plans (DNA 0.4.4), "
+                         "counted on the meta device",
+                  extra_ref={"params_deep_supervision": 102_359_430},
+                  notes="Beyond the paper: nnU-Net's residual-encoder preset (nnU-Net Revisited), "
+                        "trained with nnU-Net's SGD recipe and deep supervision like nnunet."),
     ]
 
 

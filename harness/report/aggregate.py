@@ -96,6 +96,16 @@ def dataset_scores(df: pd.DataFrame, metric: str, variant: str = "nan-excluded")
     return pd.DataFrame(rows, columns=["dataset", "model", "metric", "score", "n_cases", "n_folds"])
 
 
+def fold_scores(df: pd.DataFrame, metric: str, variant: str = "nan-excluded") -> pd.DataFrame:
+    """One row per (dataset, model, fold): the paper's score over that fold's validation cases
+    alone (the spread of these is the fold-to-fold variation)."""
+    sub = select(df, metric, variant)
+    rows = [{"dataset": dataset, "model": model, "fold": int(fold), "metric": metric,
+             "score": score_from_matrix(to_matrix(g, paper_classes(dataset)))}
+            for (dataset, model, fold), g in sub.groupby(["dataset", "model", "fold"], sort=False)]
+    return pd.DataFrame(rows, columns=["dataset", "model", "fold", "metric", "score"])
+
+
 def case_means(df: pd.DataFrame, metric: str, variant: str = "nan-excluded") -> pd.DataFrame:
     """One row per (dataset, model, case): the mean over the case's paper classes (NaN ignored).
 

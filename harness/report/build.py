@@ -3,60 +3,55 @@
 ``make_report(study, profile, work, out)`` collects the declared cells, aggregates them as the
 paper does, adds bootstrap intervals, paired tests and ranks, renders the paper's table
 (Table 2 or Table 1 right) with the paper's marks computed from our numbers, puts the paper's
-own numbers beside ours, draws the figures and writes a header that states the protocol
-(profile, data, folds, surface Dice convention, library versions, empty-mask counts).
+own numbers beside ours, lists each model's training recipe as run, draws the figures and writes
+a header that states the protocol (``header``).
+
+Surface Dice appears in both conventions in every table, test and rank, each under its label
+(``SDC (1 mm)``: header spacing; ``SDC (1 voxel)``: spacing (1,1,1), what the official MedNeXt
+evaluation computed). The comparison with the paper uses the 1-voxel values, the convention of
+the paper's SDC numbers (``harness.metrics.definitions.PAPER_SDC``). Every CSV is long, with
+``metric`` and ``convention`` columns where a metric appears, and names the recipe.
 """
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from harness.io import atomic_path, write_text
-from harness.metrics.definitions import (AGGREGATION, COUNTS, DEFAULT_SDC, METRICS, SDC_CONVENTIONS,
-                                        TOLERANCE_MM)
+from harness.io import write_text
+from harness.metrics.definitions import METRICS, PAPER_SDC
 from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study, results_root
 from harness.studies.options import RunOptions
 
-from . import aggregate, figures, paper, stats, tables
+from . import aggregate, figures, paper, recipes, stats, tables
+from .beyond import beyond_paper, counted_models
+from .beyond import write_csv as _csv
 from .collect import collect
+from .compute import model_compute
+from .header import header_text, metric_info, problems_text, sdc_lines
+from .runinfo import read_progress
 
 MARK_RULES = {
     "table2": "bold = MedNeXt cell >= best baseline of the column; underline = kernel 5 > "
               "kernel 3 of the same configuration.",
     "group-best": "bold = best of its comparison.",
 }
-LIBRARIES = ("surface-distance", "numpy", "scipy", "pandas", "SimpleITK", "matplotlib", "nnunetv2")
+# The table's columns per dataset: DSC, then surface Dice in both conventions.
+TABLE_METRICS = ("dsc", "nsd_phys", "nsd_mednext_code")
+# Our column compared with each of the paper's metrics (its SDC is a 1-voxel SDC).
+PAPER_COLUMNS = {METRICS["dsc"].label: "DSC", METRICS[PAPER_SDC].label: "SDC"}
 
 
-def metric_info() -> pd.DataFrame:
-    """The metadata of every stored quantity, written beside the numbers it describes."""
-    rows = [{"metric": m.name, "label": m.label, "unit": m.unit,
-             "display_scale": m.scale, "higher_is_better": m.higher_is_better, "best": m.best,
-             "one_empty": "0" if m.one_empty == "zero" else "image diagonal (mm)",
-             "both_empty": "NaN, excluded (variant nan-as-best: best)",
-             "aggregation": AGGREGATION, "description": m.description} for m in METRICS.values()]
-    rows += [{"metric": k, "label": k, "unit": "mm^3" if k.startswith("vol") else "voxels",
-              "description": v, "aggregation": "not aggregated"} for k, v in COUNTS.items()]
-    return pd.DataFrame(rows)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _csv(path: Path, df: pd.DataFrame) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return path
+def _with_convention(df: pd.DataFrame, column: str = "metric") -> pd.DataFrame:
+    """``df`` with a ``convention`` column after ``column`` (a metric key; empty for DSC, HD95)."""
+    out = df.copy()
+    out.insert(out.columns.get_loc(column) + 1, "convention",
+               out[column].map(lambda m: METRICS[m].convention if m in METRICS else ""))
+    return out
 
 
 def score_table(per_case: pd.DataFrame, metrics: Sequence[str], n_boot: int, seed: int,
@@ -89,110 +84,34 @@ def _wide(scores: pd.DataFrame, models, tasks, labels: Mapping[str, str], value:
     return aggregate.wide_scores(sub, models, tasks, list(labels.values()), value=value)
 
 
-def header_text(study, prof, cells: pd.DataFrame, per_case: pd.DataFrame, sdc: str,
-                n_boot: int, seed: int, options: RunOptions | None = None) -> str:
-    counts = aggregate.empty_counts(per_case) if len(per_case) else pd.DataFrame()
-    states = cells["state"].value_counts().to_dict()
-    lines = [
-        f"# {study.title}",
-        "",
-        f"- Profile: **{prof.name}** ({prof.description}) -- data: **{prof.data}**"
-        + (" (phantoms: synthetic volumes, numbers say nothing about the paper's datasets)"
-           if prof.data == "phantom" else ""),
-        "- Data (every cell of a dataset comes from runs on this one version of it; "
-        "fingerprint = SHA-256 of dataset.json and every image and label file): "
-        + _data_text(cells),
-        f"- Folds: {', '.join(map(str, prof.folds))} (validation cases pooled over folds); "
-        f"epochs {prof.epochs} x {prof.iterations_per_epoch} iterations",
-        "- Options: " + "; ".join((options or RunOptions()).describe(prof)),
-        f"- Cells: {len(cells)} declared; " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())),
-        f"- DSC: volumetric Dice. SDC shown: **{sdc}** = {SDC_CONVENTIONS[sdc]}; "
-        f"tolerance {TOLERANCE_MM} (DeepMind surface-distance surfels; the other convention is "
-        "in scores.csv and in the report)",
-        f"- Aggregation: {AGGREGATION}. AVG = mean over datasets, empty when one is missing.",
-        "- Empty masks: both empty -> NaN, excluded (variant `nan-as-best`: counted as 1 / 0 mm); "
-        "one empty -> 0 for DSC and SDC, image diagonal in mm for HD95",
-        f"- Intervals: 95% percentile bootstrap over cases, {n_boot} resamples, seed {seed}; "
-        "paired two-sided Wilcoxon signed-rank, Holm within dataset x metric x comparison",
-        "- Libraries: " + ", ".join(f"{n} {_version(n)}" for n in LIBRARIES),
-    ]
-    if len(counts):
-        lines.append("- (case, class) pairs touched by each empty-mask rule, all classes:")
-        for r in counts.itertuples(index=False):
-            lines.append(f"  - {r.dataset}: {r.pairs} pairs; both empty (NaN) {r.both_empty}; "
-                         f"reference empty only {r.ref_empty_only}; prediction empty only "
-                         f"{r.pred_empty_only}")
-    return "\n".join(lines) + "\n"
-
-
-def _data_text(cells: pd.DataFrame) -> str:
-    if "data_fingerprint" not in cells.columns or cells.empty:
-        return "none declared"
-    parts = []
-    for dataset, g in cells.groupby("dataset", sort=False):
-        fps = sorted({str(f)[:12] for f in g["data_fingerprint"] if isinstance(f, str) and f})
-        parts.append(f"{dataset} {', '.join(fps) if fps else 'not planned in this work folder'}")
-    return "; ".join(parts)
-
-
-def _problems_text(cells: pd.DataFrame) -> str:
-    bad = cells[cells["state"] != "ok"]
-    if bad.empty:
-        return "All declared cells are present.\n"
-    lines = ["| Dataset | Model | Fold | State | Run | Detail |", "|:--|:--|--:|:--|:--|:--|"]
-    for r in bad.itertuples(index=False):
-        detail = str(r.detail).replace("|", "/").replace("\n", " ")[:160]
-        lines.append(f"| {r.dataset} | {r.model} | {r.fold} | {r.state} | {r.run_id} | {detail} |")
-    return "\n".join(lines) + "\n"
-
-
-def _compute_figures(models, compute: Mapping | Callable | None) -> tuple[dict, str]:
-    if isinstance(compute, Mapping):
-        return dict(compute), ""
-    if compute is None:
-        try:
-            from harness.registry import compute_summary as compute
-        except ImportError as exc:
-            return {}, f"compute figures unavailable: {exc}"
-    out, errors = {}, []
-    for m in models:
-        try:
-            out[m] = compute(m)
-        except Exception as exc:       # a model the registry cannot count is named, not fatal
-            errors.append(f"{m}: {type(exc).__name__}: {exc}")
-    return out, "; ".join(errors)
-
-
 def _figures(per_case: pd.DataFrame, cells: pd.DataFrame, work: Path, fig_dir: Path, models,
              labels: Mapping[str, str], tasks, avg: Mapping[str, float],
-             compute: Mapping | Callable | None, notes: list[str]) -> list[Path]:
-    """All figures; problems that do not stop the report (a model without compute figures, an
-    unreadable progress.csv) are appended to ``notes``."""
+             counted: Mapping[str, Mapping], notes: list[str]) -> list[Path]:
+    """The paper-side figures; problems that do not stop the report (an unreadable
+    progress.csv) are appended to ``notes``."""
     by_task = {"dataset": lambda d: d["dataset"].map(task_of)}
     written = figures.case_boxplots(aggregate.case_means(per_case, "dsc").assign(**by_task),
                                     models, labels, tasks, fig_dir)
     pcm = (aggregate.class_means(per_case, "dsc").assign(**by_task) if len(per_case)
            else pd.DataFrame(columns=["dataset", "model", "class", "mean"]))
     written += figures.class_heatmap(pcm, models, labels, tasks, fig_dir)
-    # Only models with an AVG score are plotted: count only those (the registry builds each).
-    comp, note = _compute_figures([m for m in models if not np.isnan(avg.get(m, np.nan))], compute)
-    if note:
-        notes.append(note)
-    written += figures.compute_plot(avg, comp, labels, fig_dir)
+    written += figures.compute_plot(avg, counted, labels, fig_dir)
     progress = {}
     for r in cells.itertuples(index=False):
-        path = work / "runs" / str(r.run_id) / "progress.csv"
-        if path.is_file():
-            try:
-                progress[(task_of(r.dataset), r.model, int(r.fold))] = pd.read_csv(path)
-            except (OSError, ValueError) as exc:
-                notes.append(f"{path}: unreadable ({exc})")
+        folder = work / "runs" / str(r.run_id)
+        try:
+            df = read_progress(folder)
+        except (OSError, ValueError) as exc:
+            notes.append(f"{folder / 'progress.csv'}: unreadable ({exc})")
+            continue
+        if df is not None:
+            progress[(task_of(r.dataset), r.model, int(r.fold))] = df
     written += figures.training_curves(progress, labels, tasks, fig_dir)
     return written
 
 
 def make_report(study: str, profile: str, work: str | Path = "work", out: str | Path | None = None,
-                *, sdc: str = DEFAULT_SDC, n_boot: int = stats.DEFAULT_BOOT, seed: int = stats.DEFAULT_SEED,
+                *, n_boot: int = stats.DEFAULT_BOOT, seed: int = stats.DEFAULT_SEED,
                 expected: Sequence[dict] | None = None, compute: Mapping | Callable | None = None,
                 paper_root: str | Path | None = None, with_figures: bool = True,
                 options: RunOptions | None = None) -> dict:
@@ -204,12 +123,11 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     differ from the defaults, :meth:`RunOptions.suffix`).
 
     ``expected`` (the declared cells) defaults to ``harness.studies.runs.expected_runs``; ``compute``
-    (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. Returns the paths
-    written, the collection and the timings.
+    (model -> {"params", "gmacs"}) to ``harness.registry.compute_summary``. A declared cell may
+    carry its resolved ``recipe`` and ``settings`` (shown for a cell that never ran; otherwise the
+    registry resolves them). Returns the paths written, the collection and the timings.
     """
     t0 = time.perf_counter()
-    if sdc not in SDC_CONVENTIONS:
-        raise ValueError(f"unknown surface Dice convention {sdc!r}; known: {', '.join(SDC_CONVENTIONS)}")
     st, prof = load_study(study), load_profile(profile)
     work = Path(work)
     options = (options or RunOptions()).resolved(prof)
@@ -227,74 +145,112 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     # Figures need one name per model: a label shared by two models (MedNeXt-S with kernel 3
     # and 5) falls back to the model name.
     shared = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
-    labels = {m: (m if lab in shared else lab) for m, lab in labels.items()}
-    other_sdc = next(k for k in SDC_CONVENTIONS if k != sdc)
+    printed, labels = labels, {m: (m if lab in shared else lab) for m, lab in labels.items()}
     written: list[Path] = []
 
-    scores = score_table(per_case, list(METRICS), n_boot, seed)
-    main = scores[scores["variant"] == "nan-excluded"]
-    shown = {"dsc": "DSC", sdc: "SDC"}
-    marks = "table2" if study == "table2" else "group-best"
+    def tagged(df: pd.DataFrame) -> pd.DataFrame:     # every result CSV names its recipe
+        return df.assign(recipe=options.recipe)
 
-    def table_of(value: str, sdc_key: str, caption: str) -> tables.Table:
-        w = _wide(main, models, tasks, {"dsc": "DSC", sdc_key: "SDC"}, value)
+    scores = _with_convention(score_table(per_case, list(METRICS), n_boot, seed))
+    main = scores[scores["variant"] == "nan-excluded"]
+    shown = {m: METRICS[m].label for m in TABLE_METRICS}
+    marks = "table2" if st.paper_table == "table2" else "group-best"
+
+    def table_of(value: str, caption: str = "") -> tables.Table:
+        w = _wide(main, models, tasks, shown, value)
         if value != "score":    # a mean of interval bounds is no interval: AVG gets none
             w.loc[:, [c for c in w.columns if c[0] == "avg"]] = np.nan
         return tables.build_table(st.paper_table, st.rows, w, tasks, caption, marks,
-                                  with_avg=study == "table2")
+                                  metrics=tuple(shown.values()), with_avg=st.paper_table == "table2")
 
-    table = table_of("score", sdc, f"{st.title} [ours; SDC = {sdc}; {prof.name} profile, "
-                                   f"{prof.data} data]")
-    lo, hi = (table_of(v, sdc, "").values for v in ("ci_lo", "ci_hi"))
-    alt = table_of("score", other_sdc, f"Same table with SDC = {other_sdc}")
+    sdc_note = (f"{shown['nsd_phys']}: header spacing, tolerance 1 mm; {shown[PAPER_SDC]}: "
+                "spacing (1,1,1), tolerance 1, as the official MedNeXt evaluation computed it "
+                "(the convention of the paper's SDC numbers)")
+    table = table_of("score", f"{st.title} [ours; recipe {options.recipe}; {prof.name} profile, "
+                              f"{prof.data} data]. {sdc_note}.")
+    lo, hi = (table_of(v).values for v in ("ci_lo", "ci_hi"))
     wide = _wide(main, models, tasks, shown, "score")
+    by_label = {lab: m for m, lab in shown.items()}
+    long = tables.to_long(table)
+    long.insert(long.columns.get_loc("column") + 1, "metric", long["column"].map(by_label))
+    long = _with_convention(long).assign(ci_lo=lo.to_numpy().ravel().round(4),
+                                         ci_hi=hi.to_numpy().ravel().round(4))
 
     stem = out / st.paper_table
-    written += [write_text(stem.with_suffix(".md"), table.caption + "\n\n" + tables.to_markdown(table)),
+    sdc_md = "".join(f"- {line}\n" for line in sdc_lines())
+    written += [write_text(stem.with_suffix(".md"), tables.to_markdown(table) + "\n" + sdc_md),
                 write_text(stem.with_suffix(".tex"), tables.to_latex(table)),
-                _csv(stem.with_suffix(".csv"), tables.to_frame(table).assign(sdc=sdc))]
-    cmp = paper.compare(table, lo, hi, paper.load_paper_table(st.paper_table, paper_root))
-    written.append(_csv(out / f"{st.paper_table}_vs_paper.csv", cmp.assign(sdc=sdc)))
+                _csv(stem.with_suffix(".csv"), tagged(long))]
+    cmp = paper.compare(table, lo, hi, paper.load_paper_table(st.paper_table, paper_root),
+                        columns=PAPER_COLUMNS)
+    cmp.insert(cmp.columns.get_loc("column") + 1, "ours_metric", cmp["column"].map(by_label))
+    cmp = _with_convention(cmp, "ours_metric")
+    written.append(_csv(out / f"{st.paper_table}_vs_paper.csv", tagged(cmp)))
 
-    tests, ranks = [], {}
+    tests, ranks = [], []
     baselines = [r.model for r in st.rows if r.group in tables.BASELINE_GROUPS]
     for metric, label in shown.items():
         cv = aggregate.case_means(per_case, metric).assign(dataset=lambda d: d["dataset"].map(task_of))
         sc = main[main["metric"] == metric].assign(dataset=lambda d: d["task"])
         tests.append(stats.paired_tests(cv, sc, metric, models, baselines,
                                         METRICS[metric].higher_is_better))
-        ranks[label] = stats.mean_ranks(wide.xs(label, axis=1, level="metric").drop(columns="avg"),
-                                        METRICS[metric].higher_is_better)
-    tests_df = pd.concat(tests, ignore_index=True)
-    ranks_df = pd.DataFrame(ranks).rename_axis("model").reset_index()
-    ranks_df.insert(1, "label", ranks_df["model"].map(labels))
-    per_class = pd.concat([aggregate.class_means(per_case, m).assign(metric=m) for m in METRICS],
-                          ignore_index=True) if len(per_case) else pd.DataFrame()
-    written += [_csv(out / "scores.csv", scores), _csv(out / "tests.csv", tests_df),
-                _csv(out / "ranks.csv", ranks_df), _csv(out / "per_class.csv", per_class),
-                _csv(out / "cells.csv", cells), _csv(out / "metric_info.csv", metric_info())]
+        r = stats.mean_ranks(wide.xs(label, axis=1, level="metric").drop(columns="avg"),
+                             METRICS[metric].higher_is_better)
+        ranks.append(pd.DataFrame({"model": r.index, "label": r.index.map(labels),
+                                   "metric": metric, "mean_rank": r.to_numpy()}))
+    tests_df = _with_convention(pd.concat(tests, ignore_index=True))
+    ranks_df = _with_convention(pd.concat(ranks, ignore_index=True))
+    per_class = (_with_convention(pd.concat([aggregate.class_means(per_case, m).assign(metric=m)
+                                             for m in METRICS], ignore_index=True))
+                 if len(per_case) else pd.DataFrame())
+    rec = recipes.recipe_table(expected, work, options, printed)
+    written += [_csv(out / "scores.csv", tagged(scores)), _csv(out / "tests.csv", tagged(tests_df)),
+                _csv(out / "ranks.csv", tagged(ranks_df)),
+                _csv(out / "per_class.csv", tagged(per_class)),
+                _csv(out / "cells.csv", tagged(cells)), _csv(out / "recipes.csv", rec),
+                _csv(out / "metric_info.csv", metric_info())]
 
     notes: list[str] = []
+    counted, note = model_compute(counted_models(models, cells, compute), compute)
+    if note:
+        notes.append(note)
     if with_figures:
         avg = wide[("avg", "DSC")].to_dict()
         written += _figures(per_case, cells, work, out / "figures", models, labels, tasks, avg,
-                            compute, notes)
+                            counted, notes)
+    extra, sections, beyond = beyond_paper(
+        expected=expected, work=work, out=out, per_case=per_case, cells=cells, main=main,
+        wide=wide, cmp=cmp, models=models, labels=labels, tasks=tasks, counted=counted,
+        iterations_per_epoch=prof.iterations_per_epoch, recipe=options.recipe, n_boot=n_boot,
+        seed=seed, with_figures=with_figures, notes=notes)
+    written += extra
 
-    header = header_text(st, prof, cells, per_case, sdc, n_boot, seed, options)
+    header = header_text(st, prof, cells, per_case, n_boot, seed, options)
+    rank_view = (ranks_df.pivot(index="model", columns="metric", values="mean_rank")
+                 .reindex(index=models, columns=list(shown)).round(2).rename(columns=shown))
+    rank_view.insert(0, "label", rank_view.index.map(labels))
     body = [header, "## " + st.title, "", tables.to_markdown(table),
-            "Marks computed from our numbers at two decimals: " + MARK_RULES[marks],
-            "", "## Same table, other surface Dice convention", "", tables.to_markdown(alt),
+            "Marks computed from our numbers at two decimals, each column on its own (so each "
+            "surface Dice convention separately): " + MARK_RULES[marks], "", sdc_md,
+            f"## Training recipes (recipe: {options.recipe})", "",
+            "As run: read from each run's run.json; a model with cells that never ran shows what "
+            "they would run with (\"declared, not run\"). Values that differ between datasets "
+            "are listed after the common one.", "", recipes.recipe_markdown(rec, models),
             "## Paired tests (per-case class means; median difference, Holm-adjusted p; * p < 0.05)",
             "", _tests_markdown(tests_df, labels),
             "## Beside the paper (percent; CI = our 95% bootstrap interval)", "",
+            f"The paper's SDC cells are compared with our {shown[PAPER_SDC]} values, the "
+            "convention the paper's numbers were computed in (the official evaluation passed "
+            f"spacing [1,1,1]); our {shown['nsd_phys']} values have no printed counterpart. "
+            "DSC has no convention.", "",
             paper.comparison_markdown(cmp), "## Mean rank over datasets (1 = best)", "",
-            _md_frame(ranks_df.round(2)),
-            "", "## Missing and failed cells", "", _problems_text(cells)]
+            tables.md_frame(rank_view.rename_axis("model").reset_index()), "",
+            *sections, "## Missing and failed cells", "", problems_text(cells)]
     if notes:
         body += ["## Notes", ""] + [f"- {n}" for n in notes]
     written += [write_text(out / "header.md", header), write_text(out / "report.md", "\n".join(body) + "\n")]
     return {"out": out, "written": written, "collection": col, "scores": scores, "table": table,
-            "comparison": cmp, "tests": tests_df, "ranks": ranks_df,
+            "comparison": cmp, "tests": tests_df, "ranks": ranks_df, "recipes": rec, **beyond,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -311,14 +267,5 @@ def _tests_markdown(tests: pd.DataFrame, labels: Mapping[str, str]) -> str:
                             g.drop_duplicates("dataset")[["dataset", "against"]].itertuples(index=False))
         out.append(f"**{kind}** ({against})\n")
         named = wide.rename(index=lambda m: labels.get(m, m)).rename_axis("model").reset_index()
-        out.append(_md_frame(named))
+        out.append(tables.md_frame(named))
     return "\n".join(out)
-
-
-def _md_frame(df: pd.DataFrame) -> str:
-    """A plain Markdown table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency)."""
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("--:" if pd.api.types.is_numeric_dtype(df[c]) else ":--" for c in df.columns) + "|"
-    body = ["| " + " | ".join("–" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in df.itertuples(index=False)]
-    return "\n".join([head, rule] + body) + "\n"

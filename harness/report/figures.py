@@ -4,7 +4,10 @@
 - per-class heat map of the mean DSC (model x class), one panel per dataset;
 - accuracy against compute: AVG DSC against parameters and GMACs (values from
   ``harness.registry.compute_summary``, or injected);
-- training curves from each run's ``progress.csv`` (train/validation loss, pseudo Dice).
+- training curves from each run's ``progress.csv`` (train/validation loss, pseudo Dice);
+- the Pareto figure: mean DSC against GMACs and against projected training hours, with the
+  front of the models that no other beats on both (``compute``);
+- rank stability: a blob plot of each method's rank over case resamples (``ranking``).
 Beyond the paper, which shows none of these (MedNeXt Fig. 1 plots no accuracy-compute trade-off).
 """
 from __future__ import annotations
@@ -130,3 +133,72 @@ def training_curves(progress: Mapping[tuple[str, str, int], pd.DataFrame], label
         if row[0].get_legend_handles_labels()[0]:
             row[0].legend(fontsize=5, ncol=2)
     return _save(fig, out_dir, "training_curves")
+
+
+def pareto_plot(scores: Mapping[str, Mapping[str, float]], costs: Mapping[str, Mapping[str, float]],
+                labels: Mapping[str, str], out_dir: Path, metric_label: str = "DSC") -> list[Path]:
+    """Mean score against each cost, one labelled point per model, the Pareto front (highest
+    score for the cost) drawn as a staircase. ``scores``: row title (AVG, or a dataset) ->
+    model -> score in fractions; ``costs``: axis label -> model -> cost."""
+    from .compute import pareto_front
+
+    plt = _plt()
+    rows = dict(scores) or {"no runs": {}}
+    fig, axes = plt.subplots(len(rows), len(costs), figsize=(5.2 * len(costs), 4.2 * len(rows)),
+                             squeeze=False)
+    for ax_row, (title, score) in zip(axes, rows.items()):
+        for ax, (xlabel, cost) in zip(ax_row, costs.items()):
+            models = [m for m in score if np.isfinite(score[m]) and np.isfinite(cost.get(m, np.nan))]
+            x = np.array([cost[m] for m in models], float)
+            y = np.array([score[m] * 100 for m in models], float)
+            front = pareto_front(x, y)
+            ax.scatter(x, y, s=20, c=["C3" if f else "C0" for f in front], zorder=3)
+            for m, xi, yi in zip(models, x, y):
+                ax.annotate(labels.get(m, m), (xi, yi), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+            if front.any():
+                order = np.argsort(x[front])
+                ax.step(x[front][order], y[front][order], where="post", color="C3", lw=1,
+                        label="Pareto front")
+                ax.legend(fontsize=7, loc="lower right")
+            else:
+                ax.text(0.5, 0.5, "no model with both figures", ha="center", va="center",
+                        transform=ax.transAxes)
+            if len(x) and (x > 0).all():
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{title} {metric_label} (%)")
+    return _save(fig, out_dir, "pareto")
+
+
+def rank_blobs(stability: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Blob plot per dataset (challengeR): x = method in observed rank order, y = rank, blob
+    area = how often the method held that rank over the resamples; black cross = median rank,
+    line = the 95% interval of its ranks. ``stability``: ``ranking.rank_stability``'s table."""
+    plt = _plt()
+    tasks = list(dict.fromkeys(stability["task"])) or ["no runs"]
+    ncols = min(2, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    width = max(4.5, 0.4 * stability["model"].nunique() + 1.5)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(tasks):]:
+        ax.axis("off")
+    for ax, task in zip(axes.ravel(), tasks):
+        g = stability[stability["task"] == task]
+        if g.empty:
+            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+            continue
+        order = (g.drop_duplicates("model").sort_values(["observed_rank", "label"])[["model", "label"]])
+        for i, (model, _) in enumerate(order.itertuples(index=False)):
+            r = g[g["model"] == model].sort_values("rank")
+            ax.scatter(np.full(len(r), i), r["rank"], s=300 * r["frequency"], color="C0", alpha=0.6)
+            cum = r["frequency"].cumsum().to_numpy()
+            lo, hi = (int(r["rank"].iloc[min(np.searchsorted(cum, q - 1e-12), len(r) - 1)])
+                      for q in (0.025, 0.975))
+            ax.plot([i, i], [lo, hi], color="k", lw=0.8)
+            ax.scatter([i], [r["median_rank"].iloc[0]], marker="x", color="k", s=18, zorder=3)
+        ax.set_xticks(range(len(order)), order["label"], rotation=70, fontsize=7)
+        ax.set_ylim(len(order) + 0.5, 0.5)
+        ax.set_ylabel("rank (1 = best)")
+        ax.set_title(f"{task}: rank over case resamples", fontsize=9)
+    return _save(fig, out_dir, "rank_stability")

@@ -6,11 +6,17 @@
 For each of our cells the comparison gives our value, the paper's, the difference
 (ours - paper) and whether the paper's value lies inside our 95% bootstrap interval (the AVG
 column has no interval).
+
+The paper's SDC cells are compared with our surface Dice in the paper's own convention: one
+voxel (spacing [1,1,1], tolerance 1), which is what the official MedNeXt evaluation computed
+(``harness.metrics.definitions.PAPER_SDC``). Our 1 mm values have no printed counterpart and
+are left out of the comparison. DSC needs no convention.
 """
 from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,16 +46,26 @@ def load_paper_table(stem: str, root: str | Path | None = None) -> pd.DataFrame:
     return df
 
 
-def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell of ``table`` (a ``tables.Table``): ours, paper, difference, inside CI.
+def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame,
+            columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per compared cell of ``table`` (a ``tables.Table``): ours, paper, difference,
+    inside CI.
 
     ``ci_lo`` / ``ci_hi`` share ``table.values``' index and columns (percent; NaN where absent).
+    ``columns`` maps our column label to the paper's metric it is compared with (e.g.
+    ``{"DSC": "DSC", "SDC (1 voxel)": "SDC"}``); our other columns are left out. Default: every
+    column, under its own label. ``metric`` is the paper's name, ``column`` ours.
     """
     key = paper.set_index(["model", "group", "dataset", "metric"])
+    if columns is None:
+        columns = {m: m for m in dict.fromkeys(m for _, m in table.values.columns)}
     rows = []
     for i, r in table.rows.iterrows():
         for col in table.values.columns:
-            dataset, metric = col
+            dataset, ours_label = col
+            if ours_label not in columns:
+                continue
+            metric = columns[ours_label]
             ours = float(table.values.loc[i, col])
             k = (r["model"], r["group"], dataset, metric)
             p = float(key.loc[k, "value"]) if k in key.index else np.nan
@@ -57,8 +73,9 @@ def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame
             lo, hi = float(ci_lo.loc[i, col]), float(ci_hi.loc[i, col])
             inside = (lo <= p <= hi) if not (np.isnan(lo) or np.isnan(p)) else None
             rows.append({"model": r["model"], "label": r["label"], "group": r["group"],
-                         "dataset": dataset, "metric": metric, "ours": ours, "ci_lo": lo,
-                         "ci_hi": hi, "paper": p, "diff": ours - p, "paper_in_ci": inside,
+                         "dataset": dataset, "metric": metric, "column": ours_label,
+                         "ours": ours, "ci_lo": lo, "ci_hi": hi, "paper": p, "diff": ours - p,
+                         "paper_in_ci": inside,
                          "our_bold": bool(table.bold.loc[i, col]),
                          "our_underline": bool(table.underline.loc[i, col]), "paper_mark": mark})
     return pd.DataFrame(rows)
@@ -66,8 +83,9 @@ def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame
 
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     """A compact Markdown view: ours / paper / difference / paper inside our CI."""
-    head = "| Network | Group | Dataset | Metric | Ours [95% CI] | Paper | Ours - paper | Paper in CI |"
-    lines = [head, "|:--|:--|:--|:--|--:|--:|--:|:-:|"]
+    head = ("| Network | Group | Dataset | Paper's metric | Our column | Ours [95% CI] | Paper | "
+            "Ours - paper | Paper in CI |")
+    lines = [head, "|:--|:--|:--|:--|:--|--:|--:|--:|:-:|"]
     for r in cmp.itertuples(index=False):
         ours = "–" if np.isnan(r.ours) else f"{r.ours:.2f}"
         if not np.isnan(r.ci_lo):
@@ -75,6 +93,6 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         paper = "–" if np.isnan(r.paper) else f"{r.paper:.2f}"
         diff = "–" if np.isnan(r.diff) else f"{r.diff:+.2f}"
         inside = {True: "yes", False: "no"}.get(r.paper_in_ci, "–")
-        lines.append(f"| {r.label} | {r.group} | {r.dataset} | {r.metric} | {ours} | {paper} | "
-                     f"{diff} | {inside} |")
+        lines.append(f"| {r.label} | {r.group} | {r.dataset} | {r.metric} | {r.column} | {ours} | "
+                     f"{paper} | {diff} | {inside} |")
     return "\n".join(lines) + "\n"

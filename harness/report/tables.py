@@ -1,12 +1,15 @@
 """The paper's tables rebuilt from our numbers: Table 2 and Table 1 (right), as Markdown, CSV, LaTeX.
 
 Layout follows the paper: Table 2 rows grouped as printed (seven baselines; MedNeXt kernel 3;
-kernel 5), columns dataset x (DSC, SDC) and AVG; Table 1 (right) the MedNeXt-B ablation pairs on
+kernel 5), columns dataset x metric and AVG (the reports give DSC and surface Dice in both spacing
+conventions, the paper DSC and SDC); Table 1 (right) the MedNeXt-B ablation pairs on
 BTCV and AMOS22. Values are percent with two decimals. The marks are computed from OUR numbers,
 compared at the printed precision (two decimals), with the paper's rules:
 
 - Table 2: bold = a MedNeXt cell >= the best baseline of that column; underline = a kernel-5 cell
-  > the kernel-3 cell of the same configuration (both marks may apply; the paper's text shows one);
+  > the kernel-3 cell of the same configuration (both marks may apply; the paper's text shows one).
+  A row of another group (``table2-plus``: "Beyond the paper") is not a baseline: bold when it
+  reaches the best of the paper's baselines, never underlined, and the paper's rows keep their marks;
 - Table 1 (right): bold = the best row of its comparison group (the reference row is not marked).
 """
 from __future__ import annotations
@@ -152,12 +155,21 @@ def to_latex(t: Table) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_frame(t: Table) -> pd.DataFrame:
-    """Wide CSV form: one row per table row, value columns ``<dataset>_<metric>`` in percent."""
-    out = t.rows.copy()
-    for d, m in t.values.columns:
-        key = f"{d}_{m}"
-        out[key] = t.values[(d, m)].round(4)
-        out[f"{key}_bold"] = t.bold[(d, m)].to_numpy()
-        out[f"{key}_underline"] = t.underline[(d, m)].to_numpy()
-    return out
+def to_long(t: Table) -> pd.DataFrame:
+    """Tidy CSV form: one row per cell (model, label, group, dataset, column, value in percent,
+    bold, underline); ``column`` is the table's metric label."""
+    rows = [{"model": r["model"], "label": r["label"], "group": r["group"], "dataset": d,
+             "column": m, "value": round(float(t.values.loc[i, (d, m)]), 4),
+             "bold": bool(t.bold.loc[i, (d, m)]), "underline": bool(t.underline.loc[i, (d, m)])}
+            for i, r in t.rows.iterrows() for d, m in t.values.columns]
+    return pd.DataFrame(rows, columns=["model", "label", "group", "dataset", "column", "value",
+                                       "bold", "underline"])
+
+
+def md_frame(df: pd.DataFrame) -> str:
+    """A plain Markdown table (pandas' ``to_markdown`` needs ``tabulate``, not a dependency)."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("--:" if pd.api.types.is_numeric_dtype(df[c]) else ":--" for c in df.columns) + "|"
+    body = ["| " + " | ".join("–" if pd.isna(v) else str(v) for v in row) + " |"
+            for row in df.itertuples(index=False)]
+    return "\n".join([head, rule] + body) + "\n"

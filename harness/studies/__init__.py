@@ -1,10 +1,11 @@
 """The studies (grids) and profiles, declared once as data.
 
 ``table2.json`` and ``ablations.json`` list the datasets and the rows (registry model names, the
-label and group the paper prints); ``profiles.json`` says how each profile scales the protocol
-(folds, epochs x iterations, patch and batch, phantom or real data). The launcher, the collector,
-the SLURM backend and the reports all read these files through this module, so a cell that is
-declared is either run, reported as missing, or reported as failed: never silently dropped.
+label and group the paper prints), ``table2-plus.json`` Table 2's rows and a group "Beyond the
+paper" (nnU-Net ResEnc, MedNeXt-B + GRN); ``profiles.json`` says how each profile scales the
+protocol (folds, epochs x iterations, patch and batch, phantom or real data). The launcher, the
+collector, the SLURM backend and the reports all read these files through this module, so a cell
+that is declared is either run, reported as missing, or reported as failed: never silently dropped.
 The JSON files are package data, read through ``importlib.resources`` so that an installed wheel
 finds them as well as a checkout does.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 
-STUDIES = ("table2", "ablations")
+STUDIES = ("table2", "ablations", "table2-plus")
 RESULTS_ENV = "MEDNEXT_BENCH_RESULTS"
 
 

@@ -16,7 +16,8 @@ small frozen record of everything that decides its result, resolved to values:
   from the recipe the user chose (:class:`~harness.studies.options.RunOptions`); its name is left
   out, so two recipes that resolve to the same values share their runs;
 - ``settings``: the other options that change what trains (:mod:`harness.studies.options`):
-  ``compile`` and ``precision`` always, ``brats_target`` (labels or regions) for BraTS21;
+  ``compile`` and ``precision`` always, ``brats_target`` (labels or regions) for BraTS21, and
+  for a 2D model the dataset's slicing plane;
 - ``init``: the id of the run it starts from (UpKern or "continue"), resolved recursively.
 
 The run id is derived from it in one place (:attr:`RunSpec.run_id`, through
@@ -190,11 +191,22 @@ def network_settings(entry) -> dict:
             "builder_options": list(entry.builder_options)}
 
 
-def run_settings(task: str, options: RunOptions) -> dict:
-    """The settings block of a run on ``task`` under resolved ``options``."""
+def run_settings(task: str, options: RunOptions, dim: str | None = None) -> dict:
+    """The settings block of a run of dimension ``dim`` on ``task`` under resolved ``options``
+    (``dim`` None: the settings every run has, without a 2D run's plane).
+
+    A 2D run also carries its slicing plane (:func:`harness.datasets.spec.slicing_plane`): the
+    plane and the transpose that decide what it trains on; the plane's sources and certainty
+    are documentation, recorded with the dataset's facts, not hashed.
+    """
+    from harness.datasets.spec import slicing_plane
+
     out = {"compile": bool(options.compile), "precision": options.precision}
     if task == "brats21":
         out["brats_target"] = options.brats_target
+    if dim == "2d":
+        plane = slicing_plane(task)
+        out["plane"] = {"plane": plane["plane"], "transpose_forward": plane["transpose_forward"]}
     return out
 
 
@@ -226,7 +238,7 @@ def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping |
                    dim=entry.dim, data=dict(data), network=network_settings(entry),
                    profile=profile_settings(profile, entry.dim),
                    recipe=entry.recipe(options.recipe, task).to_dict(),
-                   settings=run_settings(task, options), init=init)
+                   settings=run_settings(task, options, entry.dim), init=init)
 
 
 @dataclass(frozen=True)
@@ -280,7 +292,8 @@ def expected_runs(study: str, profile: str, work: str | Path,
 
     Keys: ``run_id`` (None when the dataset's data are unknown: a real dataset never planned in
     ``work``), ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute or None),
-    ``data_fingerprint``. Only the study's own rows. ``sources`` defaults to
+    ``data_fingerprint``, ``recipe`` and ``settings`` (the resolved values the run trains with;
+    None when the run id is). Only the study's own rows. ``sources`` defaults to
     :func:`recorded_sources`, ``options`` to the paper's.
     """
     st, prof = load_study(study), load_profile(profile)
@@ -295,7 +308,7 @@ def expected_runs(study: str, profile: str, work: str | Path,
                 for model in st.models:
                     out.append({"run_id": None, "dataset": prof.dataset_name(task), "task": task,
                                 "model": model, "fold": fold, "run_dir": None,
-                                "data_fingerprint": None})
+                                "data_fingerprint": None, "recipe": None, "settings": None})
             continue
         for run in run_plan(dataclasses.replace(st, datasets=(task,)), prof, {task: data}, options):
             if not run.in_study:
@@ -303,5 +316,6 @@ def expected_runs(study: str, profile: str, work: str | Path,
             s = run.spec
             out.append({"run_id": s.run_id, "dataset": s.dataset, "task": s.task, "model": s.model,
                         "fold": s.fold, "run_dir": str(work / "runs" / s.run_id),
-                        "data_fingerprint": data["fingerprint"]})
+                        "data_fingerprint": data["fingerprint"], "recipe": dict(s.recipe),
+                        "settings": dict(s.settings)})
     return out
