@@ -61,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS,
                    help="MedNeXt layouts to measure (other models: their only one)")
     p.add_argument("--patch", type=int, nargs=3, default=None,
-                   help="training patch (default: the smoke profile's, 32 64 64)")
+                   help="3D training patch (default: the smoke profile's, 32 64 64)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's, 2)")
     p.add_argument("--work", type=Path, default=Path("work"),
                    help="work folder: the phantom is prepared there as for any smoke run, the "
