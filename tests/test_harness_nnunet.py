@@ -104,6 +104,8 @@ def test_trainer_wires_the_recipe(smoke_work, configured, tmp_path, model, n_out
     out = tr.network(torch.zeros(1, 1, *prof["patch"]))
     assert isinstance(out, (list, tuple)) and len(out) == n_out
     assert not (tmp_path / "run" / ".nnunet_results").exists()
+    # recorded in run.json: MedNeXt computes channels-last on a CPU (mednext.layout)
+    assert tr.execution()["layout"] == ("channels_last" if model.startswith("mednext") else None)
 
 
 def _poison(tr, bad_calls):

@@ -120,6 +120,15 @@ class CheckedDeepSupervision(DeepSupervisionWrapper):
         return super().forward(*args)
 
 
+def _resolved_layout(network: torch.nn.Module, device: torch.device) -> str | None:
+    """The layout a MedNeXt network computes in on ``device`` (None for other networks)."""
+    layout = getattr(network, "layout", None)
+    if layout is None:
+        return None
+    from mednext.layout import resolve_layout
+    return resolve_layout(layout, device)
+
+
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The network under a ``torch.compile`` wrapper."""
     return getattr(network, "_orig_mod", network)
@@ -305,6 +314,8 @@ class BenchTrainer(nnUNetTrainer):
                 "grad_scaler": self.grad_scaler is not None,
                 "compiled": self._do_i_compile(),
                 "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
+                # MedNeXt's memory layout (mednext.layout): "auto" resolves per device
+                "layout": _resolved_layout(unwrap(self.network), self.device),
                 "nonfinite_steps_skipped": int(self.nonfinite_steps)}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
