@@ -136,7 +136,7 @@ def test_a_non_finite_step_is_skipped_counted_and_the_run_goes_on(smoke_work, co
     before = {k: v.clone() for k, v in tr.network.state_dict().items()}
     _poison(tr, lambda n: n in (1, 2))        # epoch 0: its training step and its validation
     tr.run_training()
-    assert tr.nonfinite_steps == 1 and tr.execution()["nonfinite_steps_skipped"] == 1
+    assert tr.skipped.total == 1 and tr.execution()["nonfinite_steps_skipped"] == 1
     assert "1 step(s) with non-finite gradients skipped" in (run_dir / "training_log.txt").read_text()
     final = read_checkpoint(run_dir / "checkpoint_final.pth")
     assert _finite_weights(final) and final["current_epoch"] == 3
@@ -148,11 +148,11 @@ def test_a_non_finite_step_is_skipped_counted_and_the_run_goes_on(smoke_work, co
 def test_a_run_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(
         smoke_work, configured, tmp_path, monkeypatch):
     from mednext.checkpoint import read_checkpoint
-    from harness.nnunet import trainer as trainer_mod
+    from harness.nnunet import precision
     from harness.nnunet.trainer import NonFiniteLossError
     from harness.nnunet.training import make_trainer
 
-    monkeypatch.setattr(trainer_mod, "NONFINITE_LIMIT", 2)
+    monkeypatch.setattr(precision, "NONFINITE_LIMIT", 2)
     spec = _spec(smoke_work, "nnunet", epochs=4, iterations_per_epoch=1)
     run_dir = tmp_path / "run"
     tr = make_trainer(spec, run_dir)
@@ -169,7 +169,7 @@ def test_a_run_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(
 
 
 def test_autocast_off_keeps_a_module_in_fp32_under_an_outer_autocast():
-    from harness.nnunet.trainer import autocast_off
+    from harness.nnunet.precision import autocast_off
 
     torch.manual_seed(0)
     plain, kept = torch.nn.Linear(4, 4), autocast_off(torch.nn.Linear(4, 4))

@@ -5,6 +5,8 @@
   batch), preprocess once.
 - :mod:`~harness.nnunet.trainer` -- ``BenchTrainer``, the one ``nnUNetTrainer`` subclass, driven
   by the registry's recipe.
+- :mod:`~harness.nnunet.precision` -- autocast off for ``fp32`` runs; skipped non-finite steps
+  counted on the device.
 - :mod:`~harness.nnunet.checkpoints` -- durable checkpoint writes in two generations; what a
   re-run resumes from.
 - :mod:`~harness.nnunet.training` -- train a run: fresh, resumed, or from UpKern / "continue".

@@ -29,7 +29,7 @@ Differences from nnU-Net's trainer, and why:
   is skipped, as ``GradScaler`` does, and counted on the device (no extra host synchronisation
   per step; nnU-Net's per-step ``loss.item()`` is gone too: the epoch's losses are read once);
   the count and the longest run of consecutive skipped steps are read at each epoch end. After
-  :data:`NONFINITE_LIMIT` consecutive skipped steps the run stops with
+  :data:`harness.nnunet.precision.NONFINITE_LIMIT` consecutive skipped steps the run stops with
   :class:`NonFiniteLossError` before that epoch's checkpoint is written, so the last one on disk
   is the last good epoch. On a CPU there is no scaler: the step is skipped on the host.
 - ``torch.compile`` follows the run's ``compile`` setting (nnU-Net's ``nnUNet_compile``
@@ -61,41 +61,13 @@ from torch.amp import GradScaler
 
 from harness import io as harness_io
 from harness.io import write_text
+from harness.nnunet import precision
 from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, CheckpointWriteError,
                                         write_checkpoint)
+from harness.nnunet.precision import NonFiniteLossError, SkippedSteps, autocast_off
 
-__all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NONFINITE_LIMIT",
-           "NonFiniteLossError", "autocast_off", "trainer_class", "unwrap"]
-
-
-NONFINITE_LIMIT = 50   # consecutive skipped steps that stop a run (a scaler's fp16 scale
-                       # reaches 2^-34 by then: no calibration takes that long)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced only non-finite gradients for :data:`NONFINITE_LIMIT` consecutive steps;
-    the run stops with its last good checkpoint."""
-
-
-def autocast_off(module: torch.nn.Module) -> torch.nn.Module:
-    """Run ``module``'s forward with autocast disabled whatever its caller enabled (precision
-    ``fp32``: nnU-Net's validation and prediction open a CUDA autocast region of their own)."""
-    kinds = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-    contexts: list = []
-
-    def enter(mod, args):
-        ctxs = [torch.autocast(kind, enabled=False) for kind in kinds]
-        for ctx in ctxs:
-            ctx.__enter__()
-        contexts.append(ctxs)
-
-    def leave(mod, args, output):
-        for ctx in reversed(contexts.pop()):
-            ctx.__exit__(None, None, None)
-
-    module.register_forward_pre_hook(enter)
-    module.register_forward_hook(leave, always_call=True)
-    return module
+__all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NonFiniteLossError",
+           "trainer_class", "unwrap"]
 
 
 def _plain(obj):
@@ -159,8 +131,7 @@ class BenchTrainer(nnUNetTrainer):
             self.grad_scaler = GradScaler("cuda", init_scale=1.0, growth_interval=2 ** 30)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.nonfinite_steps = 0             # skipped steps of this attempt (host copy)
-        self._nonfinite = None               # device counters: total, current run, longest run
+        self.skipped = SkippedSteps()        # non-finite steps, counted on the device
         self.save_every = 1
         self.output_folder_base = self.output_folder = str(self.run_dir)
         self.log_file = str(Path(self.run_dir) / "training_log.txt")
@@ -266,33 +237,19 @@ class BenchTrainer(nnUNetTrainer):
             norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
             if torch.isfinite(norm):                    # host tensors: no device to wait for
                 self.optimizer.step()
-        self._count_nonfinite(~torch.isfinite(norm.detach()))
+        self.skipped.count(~torch.isfinite(norm.detach()))
         self._iteration += 1
         self._report("train", self._iteration, self.num_epochs * self.num_iterations_per_epoch)
         return {"loss": loss.detach()}
 
-    def _count_nonfinite(self, bad: torch.Tensor) -> None:
-        """Device-side counters of skipped steps (read once per epoch, :meth:`_check_nonfinite`)."""
-        bad = bad.to(torch.int64)
-        if self._nonfinite is None:
-            self._nonfinite = torch.zeros(3, dtype=torch.int64, device=bad.device)
-        total, run, longest = self._nonfinite.unbind()
-        run = (run + bad) * bad
-        self._nonfinite = torch.stack([total + bad, run, torch.maximum(longest, run)])
-
     def _check_nonfinite(self) -> None:
-        """Log this epoch's skipped steps; stop after :data:`NONFINITE_LIMIT` in a row."""
-        if self._nonfinite is None:
-            return
-        total, run, longest = (int(v) for v in self._nonfinite.tolist())
-        self._nonfinite = torch.stack([torch.zeros_like(self._nonfinite[0]),
-                                       self._nonfinite[1], torch.zeros_like(self._nonfinite[0])])
+        """Log this epoch's skipped steps; stop after ``NONFINITE_LIMIT`` in a row."""
+        total, longest = self.skipped.read()
         if total:
-            self.nonfinite_steps += total
             scale = f"; gradient scale now {self.grad_scaler.get_scale():g}" if self.grad_scaler else ""
             self.print_to_log_file(f"epoch {self.current_epoch}: {total} step(s) with non-finite "
                                    f"gradients skipped (longest run {longest}){scale}")
-        if longest >= NONFINITE_LIMIT:
+        if longest >= precision.NONFINITE_LIMIT:
             spec = self._spec()
             raise NonFiniteLossError(
                 f"{longest} consecutive training steps with non-finite gradients at epoch "
@@ -316,7 +273,7 @@ class BenchTrainer(nnUNetTrainer):
                 "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
                 # MedNeXt's memory layout (mednext.layout): "auto" resolves per device
                 "layout": _resolved_layout(unwrap(self.network), self.device),
-                "nonfinite_steps_skipped": int(self.nonfinite_steps)}
+                "nonfinite_steps_skipped": self.skipped.total}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         """The epoch's mean loss over its finite steps, read from the device once."""
