@@ -100,15 +100,16 @@ def _nvidia_driver() -> str | None:
     return lines[0].strip() if lines else None
 
 
-def software_stack() -> dict:
+def software_stack(versions: dict | None = None) -> dict:
     """The numeric stack a run trained on: torch with its CUDA and cuDNN builds, nnU-Net v2,
     MONAI, Python, and the accelerator's name and driver (None where there is none). Known
     regressions depend on these together (e.g. torch 2.9.0 with cuDNN below 9.15: 3D
-    convolutions under AMP several times slower, pytorch issue 166122)."""
+    convolutions under AMP several times slower, pytorch issue 166122). ``versions``: those of
+    :func:`package_versions`, when the caller has them already."""
     import torch
     cuda = torch.cuda.is_available()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    versions = package_versions()
+    versions = versions or package_versions()
     return {"python": versions["python"], "torch": torch.__version__,
             "cuda": torch.version.cuda, "cudnn": cudnn, "nnunetv2": versions["nnunetv2"],
             "monai": versions["monai"],
@@ -179,16 +180,17 @@ class RunRecord:
                 last = a.get("heartbeat_unix") or a.get("started_unix") or self._t0
                 a.update(status="lost", reason=self.LOST_REASON, ended=_stamp(last),
                          wall_seconds=round(max(0.0, last - (a.get("started_unix") or last)), 2))
+        versions = package_versions()
         attempts.append({
             "started": _stamp(self._t0), "started_unix": round(self._t0, 3),
             "host": socket.gethostname(), "pid": os.getpid(),
             "job_id": os.environ.get("SLURM_JOB_ID"),
             "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), **git_state(),
-            "stack": software_stack(), "status": "running",
+            "stack": software_stack(versions), "status": "running",
         })
         self.data = {**{k: v for k, v in self.data.items() if k not in ("attempts",)},
                      "run_id": self.run_id, "spec": self.spec, **self.extra, "status": "running",
-                     "error": None, "versions": package_versions(), "device": device_info(),
+                     "error": None, "versions": versions, "device": device_info(),
                      "attempts": attempts}
         self._totals()
         self._write()

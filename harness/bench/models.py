@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -39,7 +38,8 @@ COLUMNS = ["model", "family", "dim", "params", "gmacs", "gmacs_patch", "step_inp
 
 def default_out() -> Path:
     """``results/bench/models.csv`` under ``$MEDNEXT_BENCH_RESULTS`` or ``./results``."""
-    return Path(os.environ.get("MEDNEXT_BENCH_RESULTS", "results")) / "bench" / "models.csv"
+    from harness.studies import results_root
+    return results_root() / "bench" / "models.csv"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -197,7 +197,7 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
     """
     st, prof = load_study(study), load_profile(profile)
     options = (options or RunOptions()).resolved(prof)
-    name = f"{study}-{profile}{options.suffix(prof)}"
+    name = options.report_name(study, prof)
     work = Path(work).resolve()
     if prof.data == "real" and data is None:
         raise UserError(f"profile {profile!r} trains on real data: pass --data DIR "

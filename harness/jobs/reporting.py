@@ -22,8 +22,8 @@ def _options(payload: dict) -> RunOptions:
 
 
 def _stamp_path(payload: dict) -> Path:
-    suffix = _options(payload).suffix(load_profile(payload["profile"]))
-    return Path(payload["work"]) / "reports" / f"{payload['study']}-{payload['profile']}{suffix}.json"
+    name = _options(payload).report_name(payload["study"], load_profile(payload["profile"]))
+    return Path(payload["work"]) / "reports" / f"{name}.json"
 
 
 def _expected(payload: dict) -> list[dict]:

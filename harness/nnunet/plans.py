@@ -260,9 +260,10 @@ def training_plans(folder: str, dim: str, patch, batch: int, model: str,
         raise FileNotFoundError(f"{path} not found: prepare the dataset {folder} first (a data "
                                 "root prepared before the 2D plans existed must be prepared again)")
     plans = json.loads(path.read_text())
-    if dim == "2d" and plans["transpose_forward"] != slicing_plane(folder)["transpose_forward"]:
+    expected = slicing_plane(folder)["transpose_forward"] if dim == "2d" else None
+    if expected is not None and plans["transpose_forward"] != expected:
         raise ValueError(f"{path} slices with transpose {plans['transpose_forward']}, the dataset's "
-                         f"facts say {slicing_plane(folder)['transpose_forward']}: prepare it again")
+                         f"facts say {expected}: prepare it again")
     cfg = deepcopy(plans["configurations"][config])
     patch = [int(p) for p in patch]
     if target == "regions":

@@ -131,8 +131,7 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
     st, prof = load_study(study), load_profile(profile)
     work = Path(work)
     options = (options or RunOptions()).resolved(prof)
-    out = (Path(out) if out is not None
-           else results_root() / f"{study}-{profile}{options.suffix(prof)}")
+    out = Path(out) if out is not None else results_root() / options.report_name(study, prof)
     if expected is None:
         from harness.studies.runs import expected_runs
         expected = expected_runs(study, profile, work, options=options)

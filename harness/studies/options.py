@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping
 
+from harness.datasets.spec import TARGETS as BRATS_TARGETS
 from harness.errors import UserError
 
 RECIPES = ("paper", "official-code")
-BRATS_TARGETS = ("labels", "regions")
 PRECISIONS = ("amp", "fp32")
 DEFAULTS = {"recipe": "paper", "brats_target": "labels"}
 
@@ -68,6 +68,10 @@ class RunOptions:
         if r.precision != profile.precision:
             parts.append(r.precision)
         return "".join(f"-{p}" for p in parts)
+
+    def report_name(self, study: str, profile) -> str:
+        """``<study>-<profile><suffix>``: the report's folder under ``results`` and its job."""
+        return f"{study}-{profile.name}{self.suffix(profile)}"
 
     def describe(self, profile) -> list[str]:
         """One line per option, for report headers: its value and whether it is the default."""
