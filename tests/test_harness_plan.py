@@ -151,6 +151,9 @@ def test_recipe_option_changes_only_the_runs_whose_values_differ(work):
     from harness.studies.options import RunOptions
 
     quick, official = load_profile("quick"), RunOptions(recipe="official-code")
+    from harness.registry.recipes import RECIPE_NAMES
+    from harness.studies.options import RECIPES
+    assert RECIPES == RECIPE_NAMES       # the CLI's choices are the registry's recipes
     for same in ("nnunet", "mednext-s-k3", "mednext-s-k5"):     # both recipes resolve alike
         assert run_spec("btcv", same, 0, quick, options=official).run_id == \
             run_spec("btcv", same, 0, quick).run_id
