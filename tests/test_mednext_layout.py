@@ -21,9 +21,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"block_counts": [1, 1, 1, 1, 1, 1, 1, 1, 1]}
 OUTPUT_TOL = 1e-4      # of the output's scale (max |output|, at least 1)
 GRAD_RTOL = 1e-3       # of each parameter's largest gradient ...
-GRAD_ATOL = 1e-5       # ... plus this fraction of the largest gradient of the whole network:
-                       # the depthwise biases' exact gradient is 0 (a constant per channel before
-                       # an instance norm), so both layouts give rounding noise there
+GRAD_ATOL = 1e-4       # ... plus this fraction of the largest gradient of the whole network.
+# Both are measured against the float64 channels-first computation, not against the float32 one:
+# float32 rounding over thousands of voxels differs by CPU (oneDNN picks other kernels with
+# AVX-512), and the official layer order itself is ~7e-5 of the largest gradient off the float64
+# result on an AVX-512 EPYC, where the channels-last path is ~2e-5 off. The depthwise biases' exact
+# gradient is 0 (a constant per channel before an instance norm): only the absolute term holds them.
 
 
 def run(model: MedNeXt, x: torch.Tensor, layout: str):
@@ -39,18 +42,23 @@ def run(model: MedNeXt, x: torch.Tensor, layout: str):
 
 
 def assert_layouts_agree(model: MedNeXt, x: torch.Tensor) -> None:
+    """Channels-last (float32) against the float64 channels-first computation of the same
+    weights; the float32 channels-first path runs too, so that both layouts see the same input."""
+    import copy
+
+    out_ref, grad_ref = run(copy.deepcopy(model).double(), x.double(), "channels_first")
     out_cf, grad_cf = run(model, x, "channels_first")
     out_cl, grad_cl = run(model, x, "channels_last")
-    assert [o.shape for o in out_cf] == [o.shape for o in out_cl]
-    for a, b in zip(out_cf, out_cl):
+    assert [o.shape for o in out_cf] == [o.shape for o in out_cl] == [o.shape for o in out_ref]
+    for ref, b in zip(out_ref, out_cl):
         assert b.is_contiguous(), "outputs leave the channels-last path contiguous"
-        scale = max(1.0, a.abs().max().item())
-        assert (a - b).abs().max().item() <= OUTPUT_TOL * scale
-    assert grad_cf.keys() == grad_cl.keys()
+        scale = max(1.0, ref.abs().max().item())
+        assert (ref - b.double()).abs().max().item() <= OUTPUT_TOL * scale
+    assert grad_cf.keys() == grad_cl.keys() == grad_ref.keys()
     assert "dummy_tensor" not in grad_cf
-    overall = max(g.abs().max().item() for g in grad_cf.values())
-    for name, g in grad_cf.items():
-        err = (g - grad_cl[name]).abs().max().item()
+    overall = max(g.abs().max().item() for g in grad_ref.values())
+    for name, g in grad_ref.items():
+        err = (g - grad_cl[name].double()).abs().max().item()
         assert err <= GRAD_RTOL * g.abs().max().item() + GRAD_ATOL * overall, (name, err)
 
 
