@@ -21,7 +21,7 @@ EXPECTED_NAMES = (
     [f"mednext-{s}-k{k}" for k in (3, 5) for s in "sbml"]
     + ["mednext-b-k3-std-resampling", "mednext-b-k5-scratch", "mednext-b-k3-2x",
        "nnunet", "unetr", "swin-unetr", "transunet", "transbts", "nnformer", "3d-uxnet"]
-    + ["mednext-b-k3-grn", "nnunet-resenc"])     # beyond the paper (study table2-plus)
+    + ["mednext-b-k3-grn", "nnunet-resenc", "nnunet-resenc-l-native"])  # beyond the paper (table2-plus)
 
 
 def _architecture(name: str) -> str:
@@ -68,7 +68,9 @@ def test_duplicate_architectures_are_the_intended_ones():
     unique = _unique_architectures()
     duplicates = {n: next(u for u in unique if _architecture(u) == _architecture(n))
                   for n in NAMES if n not in unique}
-    assert duplicates == {"mednext-b-k5-scratch": "mednext-b-k5", "mednext-b-k3-2x": "mednext-b-k3"}
+    # the native ResEnc L is nnunet-resenc's network class; its planner picks patch and spacing
+    assert duplicates == {"mednext-b-k5-scratch": "mednext-b-k5", "mednext-b-k3-2x": "mednext-b-k3",
+                          "nnunet-resenc-l-native": "nnunet-resenc"}
 
 
 def _outputs(out):
@@ -252,10 +254,11 @@ def test_set_deep_supervision_switches_outputs(name):
 
 
 # ---- recipes: the paper, Sect. 3.1 ---------------------------------------------------------
-SGD = {"nnunet", "nnunet-resenc"}      # nnU-Net's own recipe (ResEnc: nnU-Net's default trainer)
-PAPER_LR = {"nnunet": 1e-2, "nnunet-resenc": 1e-2, "unetr": 1e-4, "transbts": 1e-4, "transunet": 1e-4,
+SGD = {"nnunet", "nnunet-resenc", "nnunet-resenc-l-native"}  # nnU-Net's own (ResEnc: its default trainer)
+PAPER_LR = {"nnunet": 1e-2, "nnunet-resenc": 1e-2, "nnunet-resenc-l-native": 1e-2, "unetr": 1e-4, "transbts": 1e-4, "transunet": 1e-4,
             "swin-unetr": 2.5e-3, "nnformer": 2.5e-3, "3d-uxnet": 2.5e-3}
-OFFICIAL_CODE = {"nnunet": ("sgd", 1e-2), "nnunet-resenc": ("sgd", 1e-2), "unetr": ("adamw", 1e-4), "swin-unetr": ("adamw", 1e-4),
+OFFICIAL_CODE = {"nnunet": ("sgd", 1e-2), "nnunet-resenc": ("sgd", 1e-2),
+                 "nnunet-resenc-l-native": ("sgd", 1e-2), "unetr": ("adamw", 1e-4), "swin-unetr": ("adamw", 1e-4),
                  "transunet": ("adamw", 1e-4), "transbts": ("sgd", 1e-4),
                  "nnformer": ("adamw", 5e-5), "3d-uxnet": ("adamw", 5e-4)}
 

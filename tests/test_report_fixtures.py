@@ -59,9 +59,18 @@ def declared_recipe(model: str, dataset: str, recipe: str = "paper") -> dict:
 SMOKE_SETTINGS = {"compile": False, "precision": "amp"}
 
 
+def declared_plans(model: str) -> dict | None:
+    """The planner a model trains with instead of the protocol's plans (None: the protocol)."""
+    from harness import registry
+
+    plans = registry.get(model).plans
+    return dict(plans) if plans else None
+
+
 def expected_cells(datasets, models, folds) -> list[dict]:
-    """Declared cells with their resolved recipe and settings (so that a report needs no registry)."""
+    """Declared cells with their resolved recipe, settings and plans (as ``expected_runs``)."""
     return [{"run_id": f"{d}-{m}-f{f}", "dataset": d, "task": task_of(d), "model": m, "fold": f,
              "recipe": declared_recipe(m, d),
-             "settings": {**SMOKE_SETTINGS, **({"brats_target": "labels"} if "brats21" in d else {})}}
+             "settings": {**SMOKE_SETTINGS, **({"brats_target": "labels"} if "brats21" in d else {})},
+             "plans": declared_plans(m)}
             for d in datasets for m in models for f in folds]

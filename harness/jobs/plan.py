@@ -8,6 +8,9 @@ of :class:`Job` in topological order:
   ``--data`` and used in place, never copied, moved or deleted), validated, planned once with
   nnU-Net v2 and the protocol imposed (1 mm isotropic), preprocessed once, ``splits_final.json``
   written. Every model of the dataset shares it.
+- ``prepare:<dataset>-<fingerprint>-<plans name>`` -- only for a model that trains with what an
+  nnU-Net planner plans itself (``nnunet-resenc-l-native``): that planner's plans and
+  preprocessing in the same data root, after the dataset's own prepare job.
 - ``train:<run_id>``     -- one cell (dataset, model, fold): train, predict the fold's validation
   cases in original geometry, per-case metrics. Depends on its ``prepare`` job and, for UpKern and
   "continue" runs, on the ``train`` job of the run it starts from (same dataset, fold, profile).
@@ -210,7 +213,9 @@ def plan_study(study: str, profile: str, work: Path, data: Path | None = None, *
     jobs = [make_prepare_job(t, prof, work, sources[t], data) for t in tasks]
     train_keys: list[str] = []
     sub = dataclasses.replace(st, datasets=tuple(tasks))
-    for run in run_plan(sub, prof, sources, options):  # UpKern/continue sources come first
+    runs = run_plan(sub, prof, sources, options)
+    jobs += _planner_jobs(runs, prof, work, sources, data)
+    for run in runs:  # UpKern/continue sources come first
         jobs.append(make_train_job(run, prof, work))
         train_keys.append(jobs[-1].key)
     report_sources = {**recorded_sources(st.datasets, prof, work), **sources}
@@ -232,29 +237,51 @@ def plan_cell(task: str, model: str, fold: int, profile: str, work: Path,
         raise UserError(f"profile {profile!r} trains on real data: pass --data DIR")
     ensure_folder(work, "work folder")
     source = resolve_sources([task], prof, work, data if prof.data == "real" else None)[task]
+    runs = run_chain(task, model, fold, prof, source, options)
     return [make_prepare_job(task, prof, work, source, data)] + \
-        [make_train_job(run, prof, work)
-         for run in run_chain(task, model, fold, prof, source, options)]
+        _planner_jobs(runs, prof, work, {task: source}, data) + \
+        [make_train_job(run, prof, work) for run in runs]
 
 
-def prepare_key(dataset: str, source: dict) -> str:
-    return f"prepare:{dataset}-{source['fingerprint'][:12]}"
+def prepare_key(dataset: str, source: dict, plans: dict | None = None) -> str:
+    key = f"prepare:{dataset}-{source['fingerprint'][:12]}"
+    return f"{key}-{plans['plans_name']}" if plans else key
 
 
-def make_prepare_job(task: str, prof, work: Path, source: dict, data: Path | None = None) -> Job:
-    """The ``prepare`` job of ``task``'s dataset (``source``: its data block) under ``prof``."""
+def make_prepare_job(task: str, prof, work: Path, source: dict, data: Path | None = None,
+                     plans: dict | None = None) -> Job:
+    """The ``prepare`` job of ``task``'s dataset (``source``: its data block) under ``prof``;
+    with ``plans`` (a registry entry's planner), that planner's preparation, after the first."""
     dataset = prof.dataset_name(task)
     path = str((Path(data) / source["folder"]).resolve()) if source["source"] == "real" else None
-    return Job(key=prepare_key(dataset, source), kind="prepare",
-               payload={"work": str(work), "dataset": dataset, "task": task,
-                        "profile": prof.name, "data": source, "source_path": path},
+    payload = {"work": str(work), "dataset": dataset, "task": task,
+               "profile": prof.name, "data": source, "source_path": path}
+    if plans:
+        return Job(key=prepare_key(dataset, source, plans), kind="prepare",
+                   payload={**payload, "plans": dict(plans)},
+                   deps=(prepare_key(dataset, source),),
+                   label=f"{dataset} / prepare {plans['planner']}")
+    return Job(key=prepare_key(dataset, source), kind="prepare", payload=payload,
                deps=(), label=f"{dataset} / prepare")
+
+
+def _planner_jobs(runs, prof, work: Path, sources, data: Path | None) -> list[Job]:
+    """One planner ``prepare`` job per (dataset, planner) that ``runs`` train with."""
+    out: dict[str, Job] = {}
+    for run in runs:
+        plans = run.spec.profile.get("plans")
+        if plans:
+            job = make_prepare_job(run.spec.task, prof, work, sources[run.spec.task], data, plans)
+            out.setdefault(job.key, job)
+    return list(out.values())
 
 
 def make_train_job(run: PlannedRun, prof, work: Path) -> Job:
     """The ``train`` job of one planned run (``harness.studies.runs.run_plan`` / ``run_chain``)."""
     spec = run.spec
     deps = [prepare_key(spec.dataset, spec.data)]
+    if spec.profile.get("plans"):
+        deps.append(prepare_key(spec.dataset, spec.data, spec.profile["plans"]))
     if spec.init is not None:
         deps.append(f"train:{spec.init['run_id']}")
     return Job(key=f"train:{spec.run_id}", kind="train",

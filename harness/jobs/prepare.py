@@ -27,6 +27,13 @@ so nnU-Net and every other model read the same split. A stamp,
 (with its fingerprint), both plans files and the preprocessed data folder of each target; the job
 is done when the stamp names the fingerprint asked for, the 2D plans (a root prepared before
 those existed is prepared again) and every target of the task (:func:`is_prepared`).
+
+A model that trains with what an nnU-Net planner plans itself (``nnunet-resenc-l-native``) needs
+that planner's plans and preprocessing too: the job ``prepare:<dataset>-<fingerprint12>-<plans
+name>`` (payload ``plans``), after the dataset's own prepare job, in the same data root
+(:func:`harness.nnunet.plans.plan_native`). Only studies with such a model plan it. Its stamp,
+``bench_prepare_<plans name>.json``, records the data block, the planner and what it planned
+(spacing, patch, batch, data folder per target).
 """
 from __future__ import annotations
 
@@ -73,8 +80,37 @@ def is_prepared(stamp: dict | None, data: dict, spec) -> bool:
     return stamp.get("preprocessed", {"labels": DATA_IDENTIFIER}) == prepared_targets(spec)
 
 
+def native_stamp_name(plans: dict) -> str:
+    return f"bench_prepare_{plans['plans_name']}.json"
+
+
+def read_native_stamp(root: Path, folder: str, plans: dict) -> dict | None:
+    """The stamp of a planner's preparation in a data root, or None."""
+    try:
+        return json.loads((Path(root) / "nnUNet_preprocessed" / folder
+                           / native_stamp_name(plans)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_native_prepared(stamp: dict | None, data: dict, spec, plans: dict) -> bool:
+    """Whether a planner's stamp records ``data`` planned by ``plans`` for every target."""
+    if stamp is None or stamp.get("data", {}).get("fingerprint") != data["fingerprint"]:
+        return False
+    if {k: stamp.get(k) for k in plans} != dict(plans):
+        return False
+    from harness.nnunet.plans import data_identifier
+    base = stamp.get("planned", {}).get("data_identifier")
+    return bool(base) and stamp.get("preprocessed") == {t: data_identifier(t, base)
+                                                        for t in spec.targets}
+
+
 def prepare_status(payload: dict) -> str:
     spec, root, _, _ = _paths(payload)
+    if payload.get("plans"):
+        stamp = read_native_stamp(root, spec.folder, payload["plans"])
+        return "done" if is_native_prepared(stamp, payload["data"], spec, payload["plans"]) \
+            else "pending"
     stamp = read_stamp(root, spec.folder)
     return "done" if is_prepared(stamp, payload["data"], spec) else "pending"
 
@@ -101,11 +137,37 @@ def _place_raw(payload: dict, spec, root: Path, raw: Path) -> None:
     make_link(raw, src)
 
 
+def prepare_native(payload: dict) -> None:
+    """Execute a planner's ``prepare`` job (idempotent; the caller holds the job's lock)."""
+    from harness.nnunet.env import configure
+    from harness.nnunet.plans import data_identifier, plan_native
+
+    if prepare_status(payload) == "done":
+        return
+    spec, root, raw, pre = _paths(payload)
+    if not is_prepared(read_stamp(root, spec.folder), payload["data"], spec):
+        raise UserError(f"{payload['dataset']} (data {payload['data']['fingerprint'][:12]}) is not "
+                        f"prepared in {root}: its prepare job runs before {payload['plans']['planner']}'s")
+    plans = payload["plans"]
+    print(f"planning {payload['dataset']} with {plans['planner']} in {root}", flush=True)
+    configure(root)
+    raw_json = json.loads((raw / "dataset.json").read_text())
+    jsons = {t: spec.target_dataset_json(raw_json, t) for t in spec.targets}
+    planned = plan_native(spec.dataset_id, spec.folder, plans, jsons)
+    write_json(pre / native_stamp_name(plans), {
+        "dataset": spec.name, "folder": spec.folder, "data": payload["data"], **plans,
+        "planned": planned,
+        "preprocessed": {t: data_identifier(t, planned["data_identifier"]) for t in spec.targets}})
+
+
 def prepare_dataset(payload: dict) -> None:
-    """Execute a ``prepare`` job (idempotent; the caller holds the job's lock)."""
+    """Execute a ``prepare`` job (idempotent; the caller holds the job's lock); with ``plans``
+    in the payload, a planner's preparation (:func:`prepare_native`)."""
     from harness.datasets import make_splits, validate_raw, write_splits
     from harness.nnunet.env import configure
 
+    if payload.get("plans"):
+        return prepare_native(payload)
     if prepare_status(payload) == "done":
         return
     spec, root, raw, pre = _paths(payload)

@@ -59,6 +59,32 @@ def _check_prepared(root: Path, spec: RunSpec) -> None:
     if not is_prepared(stamp, spec.data, task_spec(spec.dataset)):
         raise UserError(f"{spec.dataset} (data {spec.data['fingerprint'][:12]}) is not prepared in "
                         f"{root}: run its prepare job first (`mednext-bench run` or `train` do)")
+    plans = spec.profile.get("plans")
+    if plans:
+        from harness.jobs.prepare import is_native_prepared, read_native_stamp
+        stamp = read_native_stamp(root, spec.data["folder"], plans)
+        if not is_native_prepared(stamp, spec.data, task_spec(spec.dataset), plans):
+            raise UserError(f"{spec.dataset} (data {spec.data['fingerprint'][:12]}) is not planned "
+                            f"by {plans['planner']} in {root}: run its prepare job first "
+                            "(`mednext-bench run` or `train` do)")
+
+
+def _planned_network(spec: RunSpec, configuration: dict) -> dict:
+    """For a run with a planner's configuration: the predicting network's parameters and GMACs
+    at the planned patch (deep supervision off, batch 1, counted on the meta device, as
+    ``harness.registry.compute_summary`` counts at the paper's patch)."""
+    from harness import registry
+    from harness.compute import count_parameters, empty_init, gmacs
+    from harness.datasets import task_spec
+
+    ds = task_spec(spec.dataset)
+    patch = tuple(configuration["patch"])
+    with empty_init():
+        net = registry.build_model(spec.model, ds.num_channels, ds.num_outputs(
+            spec.settings.get("brats_target")), patch, deep_supervision=False,
+            spacing=configuration["spacing"])
+    return {"params": count_parameters(net), "gmacs": gmacs(net, (1, ds.num_channels) + patch),
+            "patch": list(patch)}
 
 
 def _merged_training(attempts: list[dict], current: dict) -> dict:
@@ -114,6 +140,8 @@ def train_job(payload: dict) -> None:
         from harness.nnunet.inference import build_predictor, case_files, load_weights, predict_cases
         from harness.nnunet.training import load_plans, train
 
+        from harness.nnunet.training import trained_configuration
+
         info = train(plain, run_dir, work, on_progress)
         timings["train_seconds"] = round(time.time() - t_train, 2)
         rec.heartbeat(training=info, timings=dict(timings))
@@ -123,6 +151,10 @@ def train_job(payload: dict) -> None:
         raw = root / "nnUNet_raw" / ds.folder
         cases = _validation_cases(root / "nnUNet_preprocessed" / ds.folder, spec.fold)
         plans, cfg, dataset_json = load_plans(plain)
+        configuration = trained_configuration(plans, cfg)
+        if spec.profile.get("plans"):
+            configuration["network"] = _planned_network(spec, configuration)
+        rec.update(configuration=configuration)
         ending = dataset_json["file_ending"]
         todo = [c for c in cases if not (run_dir / "predictions" / f"{c}{ending}").is_file()]
         if todo:

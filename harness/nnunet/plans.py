@@ -36,6 +36,15 @@ labels): ``nnUNetPlans_bench_1mm_regions``, whose arrays are hard links to the f
 locations are sampled per region from the stored segmentation by the preprocessor's own sampler
 and seed -- what preprocessing with the region form stores, without preprocessing twice.
 
+A model that trains with what an nnU-Net planner plans for the dataset itself (registry
+``plans``: ``nnunet-resenc-l-native``, ``nnUNetPlannerResEncL``) is outside this protocol.
+:func:`plan_native` runs that planner on the fingerprint the bench planning extracted and
+preprocesses its configuration (``3d_fullres``: nnU-Net's spacing, patch and batch) as nnU-Net
+would; :func:`native_training_plans` trains from those plans, unchanged but for the model and
+the training target's data folder. nnunetv2's ResEnc planners name their data folder as the
+default planner does (``nnUNetPlans_3d_fullres``), so this folder is the one the default
+``3d_fullres`` would use; BraTS21's region form gets ``..._regions`` beside it as above.
+
 Differs from MedNeXt's nnU-Net v1 planners (``ExperimentPlanner{3D,2D}_v21_customTargetSpacing_1x1x1``):
 the patch and batch are set explicitly (v1 overwrote only the patch after planning), and the
 2D configuration is 1 mm along the slicing axis too: v1's ``PreprocessorFor2D`` resampled only the
@@ -59,8 +68,15 @@ PREPROCESSED_CONFIG = "3d_1mm"
 DATA_IDENTIFIER = f"{PLANS_NAME}_1mm"
 PLANS_2D_NAME = "nnUNetPlans_bench2d"
 PREPROCESSED_2D_CONFIG = "2d_1mm"
-REGIONS_DATA_IDENTIFIER = f"{DATA_IDENTIFIER}_regions"
+REGIONS_SUFFIX = "_regions"
+REGIONS_DATA_IDENTIFIER = f"{DATA_IDENTIFIER}{REGIONS_SUFFIX}"
 FEATURE_CAP = {"3d": 320, "2d": 512}
+# Planners a model may train with (registry ``PLANNERS``): class name -> module in nnunetv2 2.8.1.
+PLANNER_MODULES = {
+    "nnUNetPlannerResEncL":
+        "nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners",
+}
+NATIVE_CONFIG = "bench_native"
 
 
 def preprocessed_folder(folder: str) -> Path:
@@ -68,9 +84,10 @@ def preprocessed_folder(folder: str) -> Path:
     return Path(str(nnUNet_preprocessed)) / folder
 
 
-def data_identifier(target: str | None = None) -> str:
-    """The preprocessed data folder of a training target (``labels``, default, or ``regions``)."""
-    return REGIONS_DATA_IDENTIFIER if target == "regions" else DATA_IDENTIFIER
+def data_identifier(target: str | None = None, base: str = DATA_IDENTIFIER) -> str:
+    """The preprocessed data folder of a training target (``labels``, default, or ``regions``)
+    for the data folder ``base`` of a plan (default: the protocol's 1 mm data)."""
+    return base + REGIONS_SUFFIX if target == "regions" else base
 
 
 def plan_and_preprocess(dataset_id: int, folder: str,
@@ -171,10 +188,12 @@ def preprocess(dataset_id: int, plans_name: str = PLANS_NAME,
         pre.run(dataset_id, configuration, plans_name, num_processes=1)
 
 
-def derive_region_data(folder: str, regions_dataset_json: dict) -> Path:
-    """``nnUNetPlans_bench_1mm_regions`` from the label-preprocessed folder: the arrays hard-linked
-    (copied where links fail), each case's ``class_locations`` sampled per region (module
-    docstring). Replaces an earlier one; returns the folder."""
+def derive_region_data(folder: str, regions_dataset_json: dict, plans_name: str = PLANS_NAME,
+                       configuration: str = PREPROCESSED_CONFIG) -> Path:
+    """The region data folder (``<data identifier>_regions``) from the label-preprocessed folder
+    of ``configuration`` in ``plans_name``: the arrays hard-linked (copied where links fail), each
+    case's ``class_locations`` sampled per region (module docstring). Replaces an earlier one;
+    returns the folder."""
     import os
     import shutil
 
@@ -184,13 +203,14 @@ def derive_region_data(folder: str, regions_dataset_json: dict) -> Path:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     pre = preprocessed_folder(folder)
-    plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
+    plans = json.loads((pre / f"{plans_name}.json").read_text())
     pm = PlansManager(plans)
-    cm = pm.get_configuration(PREPROCESSED_CONFIG)
+    cm = pm.get_configuration(configuration)
     lm = pm.get_label_manager(regions_dataset_json)
     if not lm.has_regions or lm.has_ignore_label:
         raise ValueError(f"{folder}: region data need regions and no ignore label")
-    src, dst = pre / DATA_IDENTIFIER, pre / REGIONS_DATA_IDENTIFIER
+    src = pre / cm.data_identifier
+    dst = pre / data_identifier("regions", cm.data_identifier)
     dataset = infer_dataset_class(str(src))(str(src))
     with atomic_dir(dst) as tmp:
         for f in sorted(src.iterdir()):
@@ -206,6 +226,96 @@ def derive_region_data(folder: str, regions_dataset_json: dict) -> Path:
                 np.asarray(seg[:]), lm.foreground_regions)
             write_pickle(props, str(tmp / f"{case}.pkl"))
     return dst
+
+
+def planner_class(planner: str):
+    """The nnU-Net planner class named ``planner`` (one of :data:`PLANNER_MODULES`)."""
+    import importlib
+
+    if planner not in PLANNER_MODULES:
+        raise ValueError(f"unknown planner {planner!r}; known: {', '.join(PLANNER_MODULES)}")
+    return getattr(importlib.import_module(PLANNER_MODULES[planner]), planner)
+
+
+def plan_native(dataset_id: int, folder: str, plans: Mapping[str, str],
+                dataset_jsons: Mapping[str, dict] | None = None) -> dict:
+    """Plan the dataset with ``plans["planner"]`` and preprocess ``plans["configuration"]``, as
+    nnU-Net's ``plan_and_preprocess -pl <planner> -c <configuration>`` would.
+
+    Reads the fingerprint :func:`plan_and_preprocess` extracted (run it first). ``plans``: a
+    registry entry's ``{"planner", "plans_name", "configuration"}``. ``dataset_jsons``: as for
+    :func:`plan_and_preprocess`; ``regions`` adds the region data folder. Returns what was planned
+    for the configuration: ``plans_name``, ``configuration``, ``data_identifier``, ``spacing``,
+    ``patch_size``, ``batch_size`` and the plans file's path. Safe to re-run.
+    """
+    cls = planner_class(plans["planner"])
+    with planning_threads(), in_process_pools():
+        planner = cls(dataset_id, plans_name=plans["plans_name"])
+        written = planner.plan_experiment()
+    config = plans["configuration"]
+    if config not in written["configurations"]:
+        raise ValueError(f"{folder}: {plans['planner']} planned no {config} configuration "
+                         f"(it planned {', '.join(written['configurations'])})")
+    path = preprocessed_folder(folder) / f"{plans['plans_name']}.json"
+    if json.loads(path.read_text())["plans_name"] != plans["plans_name"]:
+        raise ValueError(f"{path}: {plans['planner']} wrote plans named "
+                         f"{written['plans_name']!r}, expected {plans['plans_name']!r}")
+    preprocess(dataset_id, plans["plans_name"], config)
+    if "regions" in (dataset_jsons or {}):
+        derive_region_data(folder, dataset_jsons["regions"], plans["plans_name"], config)
+    cfg = written["configurations"][config]
+    return {"plans_name": plans["plans_name"], "configuration": config,
+            "data_identifier": cfg["data_identifier"],
+            "spacing": [float(v) for v in cfg["spacing"]],
+            "patch_size": [int(v) for v in cfg["patch_size"]],
+            "batch_size": int(cfg["batch_size"]), "plans": str(path)}
+
+
+def native_training_plans(folder: str, plans: Mapping[str, str], model: str,
+                          target: str | None = None) -> tuple[dict, str]:
+    """The plans a planner wrote (:func:`plan_native`) plus ``bench_native``: its configuration
+    unchanged (spacing, patch, batch, normalisation, resampling, architecture) but for the model
+    and, for ``regions``, the region data folder. Returns ``(plans, name)``."""
+    path = preprocessed_folder(folder) / f"{plans['plans_name']}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {model} trains with the plans of "
+                                f"{plans['planner']}; run its prepare job first (`mednext-bench "
+                                "run` or `train` do)")
+    written = json.loads(path.read_text())
+    if plans["configuration"] not in written["configurations"]:
+        raise ValueError(f"{path} has no configuration {plans['configuration']!r}")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    # resolved through nnU-Net's own inheritance ("inherits_from"), then stored flat
+    cfg = deepcopy(PlansManager(written).get_configuration(plans["configuration"]).configuration)
+    cfg.pop("inherits_from", None)
+    cfg.pop("next_stage", None)
+    cfg["data_identifier"] = data_identifier(target, cfg["data_identifier"])
+    cfg["bench_model"] = model
+    written["configurations"][NATIVE_CONFIG] = cfg
+    return written, NATIVE_CONFIG
+
+
+def check_planned_network(net, configuration_manager, in_channels: int, num_classes: int,
+                          deep_supervision: bool, planner: str) -> None:
+    """``ValueError`` unless ``net`` is the network nnU-Net builds from the planned configuration
+    (``get_network_from_plans``, on the meta device): the same parameter names and shapes."""
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    with torch.device("meta"):
+        theirs = get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, in_channels, num_classes,
+            allow_init=False, deep_supervision=deep_supervision)
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    if ours != want:
+        diff = sorted(set(ours.items()) ^ set(want.items()))[:3]
+        raise ValueError(f"the network built here is not the one {planner} planned "
+                         f"({configuration_manager.network_arch_class_name}); first differences "
+                         f"(name, shape): {diff}")
 
 
 def plain_unet_architecture(dim: str, patch: tuple[int, ...],

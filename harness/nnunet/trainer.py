@@ -161,6 +161,12 @@ class BenchTrainer(nnUNetTrainer):
             deep_supervision=bool(enable_deep_supervision),
             spacing=tuple(float(s) for s in configuration_manager.spacing),
             activation_checkpointing=bool(spec["recipe"]["activation_checkpointing"]))
+        planned = spec["profile"].get("plans")
+        if planned:     # trained with a planner's configuration: must be the network it planned
+            from harness.nnunet.plans import check_planned_network
+            check_planned_network(net, configuration_manager, int(num_input_channels),
+                                  int(num_output_channels), bool(enable_deep_supervision),
+                                  planned["planner"])
         return autocast_off(net) if spec["settings"]["precision"] == "fp32" else net
 
     def set_deep_supervision_enabled(self, enabled: bool):

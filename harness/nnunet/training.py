@@ -23,7 +23,7 @@ from typing import Callable
 from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, network_weights,
                                         remove_stale_temporaries, resume_point)
 from harness.nnunet.env import device
-from harness.nnunet.plans import preprocessed_folder, training_plans
+from harness.nnunet.plans import native_training_plans, preprocessed_folder, training_plans
 from harness.nnunet.trainer import trainer_class, unwrap
 
 
@@ -32,15 +32,30 @@ def load_plans(spec: dict) -> tuple[dict, str, dict]:
     ``brats_target`` setting (BraTS21), else labels. The ``dataset.json`` is the prepared one in
     that target's form (``TaskSpec.target_dataset_json``): plain labels, or nnU-Net's regions,
     with which nnU-Net's label manager trains sigmoid outputs with Dice + BCE and its predictor
-    paints the regions back into a label map (``regions_class_order``)."""
+    paints the regions back into a label map (``regions_class_order``). A run whose profile
+    block names a planner (``plans``) trains with that planner's configuration
+    (:func:`harness.nnunet.plans.native_training_plans`), every other run with the protocol's."""
     from harness.datasets import task_spec
 
     ds = task_spec(spec["dataset"])
     target = spec["settings"].get("brats_target")
-    plans, cfg = training_plans(ds.folder, spec["dim"], spec["profile"]["patch"],
-                                spec["profile"]["batch"], spec["model"], target)
+    if spec["profile"].get("plans"):
+        plans, cfg = native_training_plans(ds.folder, spec["profile"]["plans"], spec["model"],
+                                           target)
+    else:
+        plans, cfg = training_plans(ds.folder, spec["dim"], spec["profile"]["patch"],
+                                    spec["profile"]["batch"], spec["model"], target)
     prepared = json.loads((preprocessed_folder(ds.folder) / "dataset.json").read_text())
     return plans, cfg, ds.target_dataset_json(prepared, target)
+
+
+def trained_configuration(plans: dict, cfg: str) -> dict:
+    """What a run trains with, for ``run.json``: plans, data folder, spacing, patch, batch."""
+    c = plans["configurations"][cfg]
+    return {"plans_name": plans["plans_name"], "configuration": cfg,
+            "data_identifier": c["data_identifier"],
+            "spacing": [float(v) for v in c["spacing"]],
+            "patch": [int(v) for v in c["patch_size"]], "batch": int(c["batch_size"])}
 
 
 def make_trainer(spec: dict, run_dir: Path, on_progress: Callable | None = None,

@@ -118,12 +118,13 @@ def recipes_for(group: str, kernel: int | None = None, checkpointing: bool = Fal
     3D-UX-Net share the paper's LR); ``vit`` (UNETR, TransBTS, TransUNet). The official code
     differs per network, so for it the group is refined by the network name given as
     ``group`` (``swin-unetr``, ``nnformer``, ``3d-uxnet``, ``unetr``, ``transbts``, ``transunet``).
-    ``nnunet-resenc`` (beyond the paper) is trained as ``nnunet``, in both recipes.
+    ``nnunet-resenc`` and ``nnunet-resenc-l-native`` (beyond the paper) are trained as
+    ``nnunet``, in both recipes.
     """
     paper_group = {"swin-unetr": "swin", "nnformer": "swin", "3d-uxnet": "swin",
                    "unetr": "vit", "transbts": "vit", "transunet": "vit",
                    # the ResEnc presets train with nnU-Net's default trainer (nnU-Net Revisited)
-                   "nnunet-resenc": "nnunet"}.get(group, group)
+                   "nnunet-resenc": "nnunet", "nnunet-resenc-l-native": "nnunet"}.get(group, group)
     if paper_group == "mednext":
         mednext = adamw(1e-3, deep_supervision=True, activation_checkpointing=checkpointing)
         kits = {"kits19": {"lr": 1e-4}} if kernel == 5 else {}

@@ -38,13 +38,14 @@ def beyond_paper(*, expected: Sequence[Mapping], work: Path, out: Path, per_case
                  cells: pd.DataFrame, main: pd.DataFrame, wide: pd.DataFrame, cmp: pd.DataFrame,
                  models: Sequence[str], labels: Mapping[str, str], tasks: Sequence[str],
                  counted: Mapping[str, Mapping], iterations_per_epoch: int, recipe: str,
-                 n_boot: int, seed: int, with_figures: bool, notes: list[str]
-                 ) -> tuple[list[Path], list[str], dict]:
+                 n_boot: int, seed: int, with_figures: bool, notes: list[str],
+                 footnote: str = "") -> tuple[list[Path], list[str], dict]:
     """Write the files named in the module docstring; return (paths, sections, tables).
 
     ``main``: the nan-excluded rows of the report's scores; ``wide``: model x (task, label);
     ``cmp``: the comparison with the paper (with ``ours_metric``); ``counted``: model ->
-    {"params", "gmacs"}; problems that do not stop the report go to ``notes``.
+    {"params", "gmacs"}; problems that do not stop the report go to ``notes``; ``footnote``: what
+    the mark of rows outside the identical protocol means (:mod:`harness.report.protocol`).
     """
     written: list[Path] = []
     fig_dir = out / "figures"
@@ -55,11 +56,12 @@ def beyond_paper(*, expected: Sequence[Mapping], work: Path, out: Path, per_case
     # 1. compute beside accuracy, and the Pareto figure
     comp = compute.compute_table(expected, work, models, labels, counted, iterations_per_epoch, notes)
     dsc = _mean_dsc(wide, tasks)
-    costs = {"GMACs at the paper's patch": "gmacs",
+    costs = {"GMACs at the paper's patch" + (" (marked rows: at their planned patch)" if footnote
+                                             else ""): "gmacs",
              "projected training hours per paper fold": "paper_fold_hours"}
     fronts = {f"{title} DSC against {name}": compute.front_members(comp, score, col)
               for title, score in dsc.items() for name, col in costs.items()}
-    comp_md = compute.compute_markdown(comp, fronts)
+    comp_md = compute.compute_markdown(comp, fronts, footnote)
     written += [write_csv(out / "compute.csv", tagged(comp)), write_text(out / "compute.md", comp_md)]
     if with_figures:
         by_model = comp.set_index("model")

@@ -14,6 +14,7 @@ the paper's SDC numbers (``harness.metrics.definitions.PAPER_SDC``). Every CSV i
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from harness.metrics.regions import paper_classes, task_of
 from harness.studies import load_profile, load_study, results_root
 from harness.studies.options import RunOptions
 
-from . import aggregate, figures, paper, recipes, stats, tables
+from . import aggregate, figures, paper, protocol, recipes, stats, tables
 from .beyond import beyond_paper, counted_models
 from .beyond import write_csv as _csv
 from .collect import collect
@@ -136,7 +137,11 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         from harness.studies.runs import expected_runs
         expected = expected_runs(study, profile, work, options=options)
     col = collect(expected, work)
-    per_case, cells = col.per_case, col.cells
+    own = protocol.own_plans(expected)      # rows outside the identical protocol, marked
+    own_note = protocol.footnote(own, {r.model: r.label for r in st.rows})
+    st = protocol.marked_study(st, own)
+    per_case = col.per_case
+    cells = col.cells.assign(protocol=col.cells["model"].map(lambda m: protocol.protocol_of(m, own)))
     models, tasks = list(st.models), list(st.datasets)
     labels = {}
     for r in st.rows:
@@ -176,9 +181,10 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                                          ci_hi=hi.to_numpy().ravel().round(4))
 
     stem = out / st.paper_table
-    sdc_md = "".join(f"- {line}\n" for line in sdc_lines())
+    sdc_md = "".join(f"- {line}\n" for line in sdc_lines()) + (f"- {own_note}\n" if own_note else "")
+    tex_table = dataclasses.replace(table, caption=f"{table.caption} {own_note}".strip())
     written += [write_text(stem.with_suffix(".md"), tables.to_markdown(table) + "\n" + sdc_md),
-                write_text(stem.with_suffix(".tex"), tables.to_latex(table)),
+                write_text(stem.with_suffix(".tex"), tables.to_latex(tex_table)),
                 _csv(stem.with_suffix(".csv"), tagged(long))]
     cmp = paper.compare(table, lo, hi, paper.load_paper_table(st.paper_table, paper_root),
                         columns=PAPER_COLUMNS)
@@ -210,7 +216,11 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
                 _csv(out / "metric_info.csv", metric_info())]
 
     notes: list[str] = []
-    counted, note = model_compute(counted_models(models, cells, compute), compute)
+    # a model with its own plans is counted at the patch its runs were planned with, never at
+    # the paper's 128^3 (the registry's count)
+    counted, note = model_compute([m for m in counted_models(models, cells, compute)
+                                   if m not in own or isinstance(compute, Mapping)], compute)
+    counted = {**counted, **protocol.planned_counts(expected, work, own)}
     if note:
         notes.append(note)
     if with_figures:
@@ -221,10 +231,12 @@ def make_report(study: str, profile: str, work: str | Path = "work", out: str | 
         expected=expected, work=work, out=out, per_case=per_case, cells=cells, main=main,
         wide=wide, cmp=cmp, models=models, labels=labels, tasks=tasks, counted=counted,
         iterations_per_epoch=prof.iterations_per_epoch, recipe=options.recipe, n_boot=n_boot,
-        seed=seed, with_figures=with_figures, notes=notes)
+        seed=seed, with_figures=with_figures, notes=notes, footnote=own_note)
     written += extra
 
     header = header_text(st, prof, cells, per_case, n_boot, seed, options)
+    if own_note:
+        header += f"- Rows outside the identical protocol: {own_note}\n"
     rank_view = (ranks_df.pivot(index="model", columns="metric", values="mean_rank")
                  .reindex(index=models, columns=list(shown)).round(2).rename(columns=shown))
     rank_view.insert(0, "label", rank_view.index.map(labels))

@@ -114,10 +114,12 @@ def run_measures(rec: dict, progress: pd.DataFrame | None, iterations_per_epoch:
     predict = _num((rec.get("timings") or {}).get("predict_seconds"))
     attempts = rec.get("attempts") or []
     gpu, device = _device(rec)
+    # what it trained with (run.json ``configuration``; older runs: the profile's patch)
+    trained = rec.get("configuration") or prof
     out = {"s_per_iter": s_iter, "infer_s_per_case": predict / len(cases) if cases else math.nan,
            "gpu": gpu, "device": device,
-           "patch": "x".join(map(str, prof["patch"])) if prof.get("patch") else "",
-           "batch": prof.get("batch")}
+           "patch": "x".join(map(str, trained["patch"])) if trained.get("patch") else "",
+           "batch": trained.get("batch")}
     for column, key in MEMORY.items():
         values = [_num(a.get(key)) for a in attempts] + [_num(rec.get(key))]
         values = [v for v in values if not math.isnan(v)]
@@ -189,9 +191,11 @@ def _fmt(v, digits: int) -> str:
     return "–" if pd.isna(v) else f"{v:,.{digits}f}"
 
 
-def compute_markdown(table: pd.DataFrame, fronts: Mapping[str, list[str]] | None = None) -> str:
+def compute_markdown(table: pd.DataFrame, fronts: Mapping[str, list[str]] | None = None,
+                     footnote: str = "") -> str:
     """The table with its units, and where and how the times were measured; ``fronts``: what
-    was plotted ("AVG DSC against GMACs") -> the labels on its Pareto front."""
+    was plotted ("AVG DSC against GMACs") -> the labels on its Pareto front; ``footnote``: the
+    rows outside the identical protocol (:mod:`harness.report.protocol`)."""
     view = pd.DataFrame({
         "Network": table["label"], "Params (M)": table["params_m"].map(lambda v: _fmt(v, 2)),
         "GMACs": table["gmacs"].map(lambda v: _fmt(v, 1)), "Runs": table["runs"],
@@ -212,6 +216,8 @@ def compute_markdown(table: pd.DataFrame, fronts: Mapping[str, list[str]] | None
              f"3600. Peak memory: maximum over runs and attempts (CUDA: allocated and reserved "
              f"by torch; RSS: the job process, which also predicted and scored). Inference: "
              f"prediction seconds over validation cases, median over runs. Empty: no finished run."]
+    if footnote:
+        lines += ["", footnote]
     for cost, names in (fronts or {}).items():
         lines.append(f"\nPareto front of {cost} (no other model has a higher DSC at no higher "
                      "cost), cheapest first: "

@@ -11,7 +11,11 @@ small frozen record of everything that decides its result, resolved to values:
   registry entry gives new runs;
 - ``profile``: the profile's settings that reach training (budget, patch and batch of the model's
   dimension, mirroring); its name and list of folds are left out on purpose: two profiles with
-  the same settings share their runs, and adding a fold retrains nothing;
+  the same settings share their runs, and adding a fold retrains nothing. A model trained with
+  what an nnU-Net planner plans for the dataset (registry ``plans``: ``nnunet-resenc-l-native``)
+  has no profile patch and batch: ``plans`` names the planner, its plans and configuration
+  instead (the planned spacing, patch and batch follow from the data, the planner and
+  nnunetv2's version, and each run records them in ``run.json``);
 - ``recipe``: the resolved training recipe (optimizer, learning rate, schedule, loss switches),
   from the recipe the user chose (:class:`~harness.studies.options.RunOptions`); its name is left
   out, so two recipes that resolve to the same values share their runs;
@@ -175,14 +179,17 @@ def recorded_sources(tasks, profile: Profile, work: str | Path) -> dict[str, dic
 
 # ---- runs --------------------------------------------------------------------------------
 
-def profile_settings(profile: Profile, dim: str) -> dict:
-    """The profile's settings that a run of dimension ``dim`` depends on."""
-    return {
-        "epochs": profile.epochs, "iterations_per_epoch": profile.iterations_per_epoch,
-        "val_iterations_per_epoch": profile.val_iterations_per_epoch,
-        "patch": list(profile.patch(dim)), "batch": profile.batch(dim),
-        "mirroring": profile.mirroring,
-    }
+def profile_settings(profile: Profile, dim: str, plans: Mapping | None = None) -> dict:
+    """The profile's settings that a run of dimension ``dim`` depends on; with ``plans`` (a
+    registry entry's planner), the planner in place of the profile's patch and batch."""
+    out = {"epochs": profile.epochs, "iterations_per_epoch": profile.iterations_per_epoch,
+           "val_iterations_per_epoch": profile.val_iterations_per_epoch}
+    if plans is None:
+        out.update(patch=list(profile.patch(dim)), batch=profile.batch(dim))
+    else:
+        out["plans"] = dict(plans)
+    out["mirroring"] = profile.mirroring
+    return out
 
 
 def network_settings(entry) -> dict:
@@ -236,7 +243,7 @@ def run_spec(task: str, model: str, fold: int, profile: Profile, data: Mapping |
         init = {"mode": entry.init["mode"], "model": entry.init["from"], "run_id": src.run_id}
     return RunSpec(dataset=profile.dataset_name(task), task=task, model=model, fold=int(fold),
                    dim=entry.dim, data=dict(data), network=network_settings(entry),
-                   profile=profile_settings(profile, entry.dim),
+                   profile=profile_settings(profile, entry.dim, entry.plans),
                    recipe=entry.recipe(options.recipe, task).to_dict(),
                    settings=run_settings(task, options, entry.dim), init=init)
 
@@ -293,13 +300,17 @@ def expected_runs(study: str, profile: str, work: str | Path,
     Keys: ``run_id`` (None when the dataset's data are unknown: a real dataset never planned in
     ``work``), ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute or None),
     ``data_fingerprint``, ``recipe`` and ``settings`` (the resolved values the run trains with;
-    None when the run id is). Only the study's own rows. ``sources`` defaults to
+    None when the run id is), ``plans`` (the registry entry's planner when the model trains with
+    its own plans, outside the identical protocol; None otherwise). Only the study's own rows. ``sources`` defaults to
     :func:`recorded_sources`, ``options`` to the paper's.
     """
+    from harness import registry
+
     st, prof = load_study(study), load_profile(profile)
     work = Path(work).resolve()
     if sources is None:
         sources = recorded_sources(st.datasets, prof, work)
+    plans = {m: (dict(registry.get(m).plans) if registry.get(m).plans else None) for m in st.models}
     out = []
     for task in st.datasets:
         data = sources.get(task)
@@ -308,7 +319,8 @@ def expected_runs(study: str, profile: str, work: str | Path,
                 for model in st.models:
                     out.append({"run_id": None, "dataset": prof.dataset_name(task), "task": task,
                                 "model": model, "fold": fold, "run_dir": None,
-                                "data_fingerprint": None, "recipe": None, "settings": None})
+                                "data_fingerprint": None, "recipe": None, "settings": None,
+                                "plans": plans[model]})
             continue
         for run in run_plan(dataclasses.replace(st, datasets=(task,)), prof, {task: data}, options):
             if not run.in_study:
@@ -317,5 +329,5 @@ def expected_runs(study: str, profile: str, work: str | Path,
             out.append({"run_id": s.run_id, "dataset": s.dataset, "task": s.task, "model": s.model,
                         "fold": s.fold, "run_dir": str(work / "runs" / s.run_id),
                         "data_fingerprint": data["fingerprint"], "recipe": dict(s.recipe),
-                        "settings": dict(s.settings)})
+                        "settings": dict(s.settings), "plans": plans[s.model]})
     return out
