@@ -60,7 +60,7 @@ test-slurm: $(STAMP)  ## the SLURM tests against the local single-node cluster
 reproduce-table2: $(STAMP)  ## Table 2: 15 models x 4 datasets, then the reports (PROFILE, BACKEND, DATA)
 	$(BENCH) run --study table2 $(RUNARGS)
 
-reproduce-table2-plus: $(STAMP)  ## Table 2 + two rows beyond the paper (nnU-Net ResEnc, MedNeXt-B + GRN); reuses Table 2's runs
+reproduce-table2-plus: $(STAMP)  ## Table 2 + three rows beyond the paper (nnU-Net ResEnc, ResEnc L as it plans itself, MedNeXt-B + GRN); reuses Table 2's runs
 	$(BENCH) run --study table2-plus $(RUNARGS)
 
 ablations: $(STAMP)  ## Table 1 (right): the MedNeXt-B ablations on BTCV and AMOS22, then the reports

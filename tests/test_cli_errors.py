@@ -112,6 +112,8 @@ def test_a_dataset_error_with_several_problems_lists_them_indented():
     (["models", "no-such-model"], "unknown model 'no-such-model'; known: mednext-s-k3"),
     (["report", "--study", "table2", "--profile", "no-such-profile", "--no-figures"],
      "unknown profile 'no-such-profile'; known: paper"),
+    (["report", "--study", "table2", "--profile", "smoke", "--boot", "100", "--no-figures"],
+     "--boot 100: a 95% bootstrap interval needs at least 1000 resamples"),
 ])
 def test_unknown_names_are_user_errors(argv, words, tmp_path, capsys):
     rc = cli.main(argv + (["--work", str(tmp_path)] if argv[0] == "report" else []))

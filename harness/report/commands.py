@@ -40,6 +40,10 @@ def run_report(args: argparse.Namespace) -> int:
         raise UserError("--sdc is no longer an option: every report shows surface Dice in both "
                         "conventions, SDC (1 mm) and SDC (1 voxel), and compares the paper's SDC "
                         "with SDC (1 voxel), the convention of its numbers")
+    from harness.report.stats import MIN_BOOT
+    if args.boot < MIN_BOOT:
+        raise UserError(f"--boot {args.boot}: a 95% bootstrap interval needs at least {MIN_BOOT} "
+                        "resamples")
     res = make_report(args.study, args.profile, args.work, args.out,
                       n_boot=args.boot, seed=args.seed, with_figures=not args.no_figures,
                       options=from_args(args))

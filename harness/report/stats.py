@@ -20,6 +20,7 @@ import pandas as pd
 
 DEFAULT_BOOT = 1000
 DEFAULT_SEED = 0
+MIN_BOOT = 1000      # fewer resamples leave the 2.5% tails to a couple dozen draws
 
 
 @lru_cache(maxsize=32)
@@ -44,8 +45,8 @@ def bootstrap_ci(matrix: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: int = DEF
     A resample in which a class has no defined value (every drawn case NaN there) averages the
     classes it has; with the paper's datasets this only happens for very rare classes.
     """
-    if n_boot < 1000:
-        raise ValueError(f"n_boot must be >= 1000 for a 95% interval, got {n_boot}")
+    if n_boot < MIN_BOOT:
+        raise ValueError(f"n_boot must be >= {MIN_BOOT} for a 95% interval, got {n_boot}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     m = np.asarray(matrix, dtype=np.float64)
