@@ -138,9 +138,7 @@ def train_job(payload: dict) -> None:
 
     try:
         from harness.nnunet.inference import build_predictor, case_files, load_weights, predict_cases
-        from harness.nnunet.training import load_plans, train
-
-        from harness.nnunet.training import trained_configuration
+        from harness.nnunet.training import load_plans, train, trained_configuration
 
         info = train(plain, run_dir, work, on_progress)
         timings["train_seconds"] = round(time.time() - t_train, 2)

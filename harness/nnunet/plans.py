@@ -257,9 +257,9 @@ def plan_native(dataset_id: int, folder: str, plans: Mapping[str, str],
         raise ValueError(f"{folder}: {plans['planner']} planned no {config} configuration "
                          f"(it planned {', '.join(written['configurations'])})")
     path = preprocessed_folder(folder) / f"{plans['plans_name']}.json"
-    if json.loads(path.read_text())["plans_name"] != plans["plans_name"]:
-        raise ValueError(f"{path}: {plans['planner']} wrote plans named "
-                         f"{written['plans_name']!r}, expected {plans['plans_name']!r}")
+    if written["plans_name"] != plans["plans_name"] or not path.is_file():
+        raise ValueError(f"{plans['planner']} wrote plans named {written['plans_name']!r}; "
+                         f"expected {plans['plans_name']!r} in {path}")
     preprocess(dataset_id, plans["plans_name"], config)
     if "regions" in (dataset_jsons or {}):
         derive_region_data(folder, dataset_jsons["regions"], plans["plans_name"], config)

@@ -415,7 +415,7 @@ def _baseline_entries() -> list[ModelEntry]:
                          "configuration": "3d_fullres"},
                   notes="Beyond the paper, outside the identical protocol: nnU-Net's recommended "
                         "ResEnc L preset with the spacing, patch and batch it plans for the dataset "
-                        "itself (configuration 3d_fullres; nnU-Net Revisited reports it so), "
+                        "itself (configuration 3d_fullres), "
                         "nnU-Net's SGD recipe. It answers what the recommended baseline reaches "
                         "when it plans itself, not how it compares under the paper's protocol."),
     ]

@@ -301,8 +301,8 @@ def expected_runs(study: str, profile: str, work: str | Path,
     ``work``), ``dataset``, ``task``, ``model``, ``fold``, ``run_dir`` (absolute or None),
     ``data_fingerprint``, ``recipe`` and ``settings`` (the resolved values the run trains with;
     None when the run id is), ``plans`` (the registry entry's planner when the model trains with
-    its own plans, outside the identical protocol; None otherwise). Only the study's own rows. ``sources`` defaults to
-    :func:`recorded_sources`, ``options`` to the paper's.
+    its own plans, outside the identical protocol; None otherwise). Only the study's own rows.
+    ``sources`` defaults to :func:`recorded_sources`, ``options`` to the paper's.
     """
     from harness import registry
 
