@@ -158,8 +158,37 @@ def test_reproduction_band_inside_and_outside():
     assert t.loc["btcv", "inside"] is True and t.loc["amos22", "inside"] is False
     assert t.loc["kits19", "inside"] is None and t.loc["kits19", "folds"] == 1
     md = suitability.reproduction_markdown(t.reset_index())
-    assert "1 of 2 cells with a band lie inside it; 1 cells have no band" in md
-    assert "Åkesson" in md and "No published figure" in md
+    assert "1 of 2 cells with a fold band lie inside it; 1 cells have none." in md
+    assert "Åkesson" in md and "nnU-Net Revisited" in md
+    assert t["inside_published"].isna().all()        # no published bands passed
+
+
+def test_published_band_from_the_same_labs_reruns():
+    """nnU-Net Revisited re-ran five Table 2 methods on BTCV and BraTS21 (same cases): the
+    published band of a dataset is the largest |re-run - paper| there; AMOS22 (other cases) and
+    KiTS19 (not re-run) get none; surface Dice gets none."""
+    from harness.report.paper import load_paper_table, load_rerun_table
+
+    diffs = suitability.published_differences(load_paper_table("table2"), load_rerun_table())
+    assert len(diffs) == 15 and set(diffs["model"]) == {"nnunet", "mednext-l-k3", "mednext-l-k5",
+                                                         "swin-unetr", "nnformer"}
+    row = diffs.set_index(["model", "dataset"]).loc[("nnunet", "btcv")]
+    assert (row["paper"], row["rerun"]) == (83.56, 83.08) and row["diff"] == pytest.approx(-0.48)
+    bands = suitability.published_bands(diffs)
+    # BTCV: SwinUNETR 78.89 vs 80.95; BraTS21: MedNeXt-L k3 91.35 vs 91.57 (nnFormer 90.22 vs 90.42)
+    assert bands == pytest.approx({("btcv", "DSC"): 2.06, ("brats21", "DSC"): 0.22})
+    cmp = pd.DataFrame([
+        {"model": "m", "label": "M", "group": "G", "dataset": d, "metric": metric,
+         "column": metric, "ours_metric": "dsc", "ours": ours, "paper": 90.0}
+        for d, metric, ours in (("btcv", "DSC", 88.5), ("brats21", "DSC", 89.0),
+                                ("brats21", "SDC", 90.0), ("amos22", "DSC", 90.0))])
+    t = suitability.reproduction(cmp, pd.DataFrame(columns=["dataset", "model", "fold", "metric",
+                                                            "score"]), published=bands)
+    assert t["inside_published"].tolist() == [True, False, None, None]
+    assert t.loc[0, "published_lo"] == pytest.approx(90.0 - 2.06)
+    md = suitability.reproduction_markdown(t, diffs)
+    assert "1 of 2 cells with a published band lie inside it; 2 cells have none." in md
+    assert "| swin-unetr | btcv | 80.95 | 78.89 | -2.06 | 30 | yes |" in md
 
 
 def test_stack_listing_and_known_regressions(tmp_path):

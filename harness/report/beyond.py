@@ -2,8 +2,8 @@
 methods, the reproduction band of each paper cell, and the software stacks of the runs.
 
 ``beyond_paper`` writes ``compute.csv``/``.md``, ``suitability.csv``, ``rank_stability.csv``/
-``.md``, ``reproduction.csv``/``.md``, ``stacks.csv`` and the figures ``pareto`` and
-``rank_stability``, and returns the Markdown sections of ``report.md``. The rules each section
+``.md``, ``reproduction.csv``/``.md``, ``published_reruns.csv``, ``stacks.csv`` and the figures
+``pareto`` and ``rank_stability``, and returns the Markdown sections of ``report.md``. The rules each section
 applies are stated in it (modules ``compute``, ``suitability``, ``ranking``, ``stack``).
 """
 from __future__ import annotations
@@ -85,9 +85,12 @@ def beyond_paper(*, expected: Sequence[Mapping], work: Path, out: Path, per_case
         written += figures.rank_blobs(ranks, fig_dir)
 
     # 3. reproduction band of each paper cell
-    rep = suitability.reproduction(cmp, folds)
-    rep_md = suitability.reproduction_markdown(rep)
+    from .paper import load_paper_table, load_rerun_table
+    published = suitability.published_differences(load_paper_table("table2"), load_rerun_table())
+    rep = suitability.reproduction(cmp, folds, published=suitability.published_bands(published))
+    rep_md = suitability.reproduction_markdown(rep, published)
     written += [write_csv(out / "reproduction.csv", tagged(rep)),
+                write_csv(out / "published_reruns.csv", published),
                 write_text(out / "reproduction.md", rep_md)]
 
     # 4. software stacks

@@ -46,6 +46,23 @@ def load_paper_table(stem: str, root: str | Path | None = None) -> pd.DataFrame:
     return df
 
 
+RERUN_TABLE = "rerun_isensee2024"
+
+
+def load_rerun_table(root: str | Path | None = None) -> pd.DataFrame:
+    """Published same-lab re-runs of Table 2 methods (``paper_tables/rerun_isensee2024.csv``:
+    model, dataset, metric, value in percent, cases, same_cases), the source in its comments."""
+    path = (Path(root) if root is not None else files("harness.report") / "paper_tables") \
+        / f"{RERUN_TABLE}.csv"
+    with path.open("r", encoding="utf-8") as fh:
+        df = pd.read_csv(fh, comment="#")
+    lacking = [c for c in ("model", "dataset", "metric", "value", "cases", "same_cases")
+               if c not in df.columns]
+    if lacking:
+        raise ValueError(f"{path}: lacks columns {lacking}")
+    return df.astype({"value": float, "same_cases": bool})
+
+
 def compare(table, ci_lo: pd.DataFrame, ci_hi: pd.DataFrame, paper: pd.DataFrame,
             columns: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per compared cell of ``table`` (a ``tables.Table``): ours, paper, difference,
