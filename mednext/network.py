@@ -242,6 +242,10 @@ class MedNeXt(nn.Module):
     def layout(self, value: str) -> None:
         self._layout = check_layout(value)
 
+    def resolved_layout(self, device: torch.device) -> str:
+        """The layout this network computes in for inputs on ``device`` ("auto" resolved)."""
+        return resolve_layout(self._layout, device)
+
     # -- forward -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless x is (N, in_channels, *spatial) with every spatial size a
@@ -270,7 +274,7 @@ class MedNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self.check_input(x)
-        fast = resolve_layout(self._layout, x.device) == "channels_last"
+        fast = self.resolved_layout(x.device) == "channels_last"
         # the only layout conversions of the channels-last path: the stem writes channels-last,
         # the heads' outputs are made contiguous again
         x = pointwise(x, self.stem) if fast else self.stem(x)

@@ -71,20 +71,14 @@ def _check_prepared(root: Path, spec: RunSpec) -> None:
 
 def _planned_network(spec: RunSpec, configuration: dict) -> dict:
     """For a run with a planner's configuration: the predicting network's parameters and GMACs
-    at the planned patch (deep supervision off, batch 1, counted on the meta device, as
-    ``harness.registry.compute_summary`` counts at the paper's patch)."""
+    at the planned patch and spacing (``harness.registry.compute_summary``)."""
     from harness import registry
-    from harness.compute import count_parameters, empty_init, gmacs
     from harness.datasets import task_spec
 
     ds = task_spec(spec.dataset)
-    patch = tuple(configuration["patch"])
-    with empty_init():
-        net = registry.build_model(spec.model, ds.num_channels, ds.num_outputs(
-            spec.settings.get("brats_target")), patch, deep_supervision=False,
-            spacing=configuration["spacing"])
-    return {"params": count_parameters(net), "gmacs": gmacs(net, (1, ds.num_channels) + patch),
-            "patch": list(patch)}
+    return registry.compute_summary(spec.model, ds.num_channels,
+                                    ds.num_outputs(spec.settings.get("brats_target")),
+                                    configuration["patch"], configuration["spacing"])
 
 
 def _merged_training(attempts: list[dict], current: dict) -> dict:

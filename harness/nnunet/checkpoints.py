@@ -20,7 +20,9 @@ is still intact.
 ``mednext.read_checkpoint``, weights-only) and has the keys of a resumable checkpoint, else the
 previous, with a note naming both files and the reason. :func:`remove_stale_temporaries` removes
 what a killed write left behind, and only that. :func:`network_weights` reads the weights of a
-finished run (prediction, UpKern).
+finished run (prediction, UpKern). :func:`plain_numbers` turns the numpy values nnU-Net keeps in
+a checkpoint (log, ``_best_ema``) into Python numbers, so that the weights-only reader takes the
+file with any numpy version.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness import io as harness_io
@@ -48,6 +51,17 @@ class CheckpointWriteError(OSError):
     """A checkpoint could not be written (e.g. the disk is full). No temporary file is left and
     the checkpoints already on disk are untouched; ``errno`` is that of the failed write."""
 
+
+def plain_numbers(obj):
+    """Numpy scalars and arrays as Python numbers and lists, recursively (numpy 2 pickles its
+    scalars under module names numpy 1 lacks, and the weights-only reader refuses them)."""
+    if isinstance(obj, dict):
+        return {k: plain_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_numbers(v) for v in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    return obj
 
 def _os_error(exc: BaseException | None) -> OSError | None:
     """The OSError behind ``exc``: torch.save reports a failed ``write`` of its file object as a

@@ -18,7 +18,6 @@ import contextlib
 import multiprocessing
 import multiprocessing.dummy
 import os
-import sys
 from pathlib import Path
 from typing import Iterator
 

@@ -63,22 +63,11 @@ from harness import io as harness_io
 from harness.io import write_text
 from harness.nnunet import precision
 from harness.nnunet.checkpoints import (FINAL, LATEST, PREVIOUS, CheckpointWriteError,
-                                        write_checkpoint)
+                                        plain_numbers, write_checkpoint)
 from harness.nnunet.precision import NonFiniteLossError, SkippedSteps, autocast_off
 
 __all__ = ["BenchTrainer", "CheckedDeepSupervision", "CheckpointWriteError", "NonFiniteLossError",
            "trainer_class", "unwrap"]
-
-
-def _plain(obj):
-    """Numpy scalars and arrays as Python numbers and lists, recursively (logs, ``_best_ema``)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    return obj
 
 
 class CheckedDeepSupervision(DeepSupervisionWrapper):
@@ -90,15 +79,6 @@ class CheckedDeepSupervision(DeepSupervisionWrapper):
             raise ValueError(f"deep supervision mismatch: {len(self.weight_factors)} loss weights, "
                              f"but outputs/targets of lengths {lengths} (a tensor has length None)")
         return super().forward(*args)
-
-
-def _resolved_layout(network: torch.nn.Module, device: torch.device) -> str | None:
-    """The layout a MedNeXt network computes in on ``device`` (None for other networks)."""
-    layout = getattr(network, "layout", None)
-    if layout is None:
-        return None
-    from mednext.layout import resolve_layout
-    return resolve_layout(layout, device)
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -271,14 +251,15 @@ class BenchTrainer(nnUNetTrainer):
 
     def execution(self) -> dict:
         """How this attempt actually trained (recorded in run.json beside the requested settings)."""
-        cuda = self.device.type == "cuda"
+        cuda, net = self.device.type == "cuda", unwrap(self.network)
         return {"device": str(self.device),
                 "autocast": "fp16" if cuda and self.precision == "amp" else None,
                 "grad_scaler": self.grad_scaler is not None,
                 "compiled": self._do_i_compile(),
                 "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
                 # MedNeXt's memory layout (mednext.layout): "auto" resolves per device
-                "layout": _resolved_layout(unwrap(self.network), self.device),
+                "layout": (net.resolved_layout(self.device) if hasattr(net, "resolved_layout")
+                           else None),
                 "nonfinite_steps_skipped": self.skipped.total}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
@@ -324,12 +305,12 @@ class BenchTrainer(nnUNetTrainer):
             "optimizer_state": None if final else self.optimizer.state_dict(),
             "grad_scaler_state": (self.grad_scaler.state_dict()
                                   if self.grad_scaler is not None and not final else None),
-            "logging": _plain(self.logger.get_checkpoint()),
-            "_best_ema": _plain(self._best_ema),
+            "logging": plain_numbers(self.logger.get_checkpoint()),
+            "_best_ema": plain_numbers(self._best_ema),
             "current_epoch": epoch,
             "init_args": self.my_init_kwargs,
             "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": _plain(self.inference_allowed_mirroring_axes),
+            "inference_allowed_mirroring_axes": plain_numbers(self.inference_allowed_mirroring_axes),
         }
         if self.checkpoint_on_disk is None:
             intact = "no earlier checkpoint of this run exists: it would start over"

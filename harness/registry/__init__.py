@@ -6,7 +6,8 @@ Public API (the trainer, the job planner and the reports use exactly these):
   -> ``Recipe``; ``entry.to_dict()`` (JSON, for run provenance);
 - ``build_model(name, in_channels, num_classes, patch_size, deep_supervision=None, spacing=None)``;
 - ``deep_supervision_scales(name, patch_size)``, ``set_deep_supervision(model, enabled)``;
-- ``compute_summary(name, in_channels=1, num_classes=14)`` -> params and GMACs at the paper patch.
+- ``compute_summary(name, in_channels=1, num_classes=14, patch=None, spacing=None)`` -> params
+  and GMACs at the paper patch (or the one given).
 
 The entries are data (``entries.py``), the recipes too (``recipes.py``); nothing here imports a
 network until a model is built.
@@ -19,7 +20,7 @@ from harness.errors import UserError
 
 from .build import (build_model, check_patch, compute_summary, deep_supervision_scales,
                     set_deep_supervision)
-from .entries import Constraints, ModelEntry, Origin
+from .schema import Constraints, ModelEntry, Origin
 from .recipes import RECIPE_NAMES, Recipe, RecipeSet
 
 __all__ = [

@@ -16,7 +16,7 @@ from torch import nn
 
 from harness.errors import UserError
 
-from .entries import ModelEntry
+from .schema import ModelEntry
 
 MEDNEXT_DOWNSAMPLINGS = 4     # MedNeXt returns outputs at 1, 1/2, 1/4, 1/8, 1/16
 
@@ -128,20 +128,24 @@ def set_deep_supervision(model: nn.Module, enabled: bool) -> None:
 
 
 @lru_cache(maxsize=None)
-def _summary(name: str, in_channels: int, num_classes: int) -> tuple[int, float, tuple[int, ...]]:
+def _summary(name: str, in_channels: int, num_classes: int, patch: tuple[int, ...] | None,
+             spacing: tuple[float, ...] | None) -> tuple[int, float, tuple[int, ...]]:
     from harness.compute import count_parameters, empty_init, gmacs
     from harness.studies import load_profile
 
     entry = _get(name)
-    patch = tuple(load_profile("paper").patch(entry.dim))
+    patch = patch or tuple(load_profile("paper").patch(entry.dim))
     with empty_init():
         model = build_model(name, in_channels, num_classes, patch, deep_supervision=False,
-                            activation_checkpointing=False)
+                            spacing=spacing, activation_checkpointing=False)
     return count_parameters(model), gmacs(model, (1, in_channels) + patch), patch
 
 
-def compute_summary(name: str, in_channels: int = 1, num_classes: int = 14) -> dict:
-    """Parameters and GMACs of ``name`` at the paper profile's patch (128^3, TransUNet 512^2).
+def compute_summary(name: str, in_channels: int = 1, num_classes: int = 14,
+                    patch: Sequence[int] | None = None,
+                    spacing: Sequence[float] | None = None) -> dict:
+    """Parameters and GMACs of ``name`` at ``patch`` and ``spacing`` (default: the paper
+    profile's patch, 128^3 or TransUNet's 512^2, at 1 mm).
 
     Counted on the meta device (nothing allocated or computed; cached per process), for the
     network that predicts: deep supervision off, batch 1 (see ``harness.compute`` for what is
@@ -149,5 +153,7 @@ def compute_summary(name: str, in_channels: int = 1, num_classes: int = 14) -> d
     "patch": [128, 128, 128]}``.
     """
     _check_channels(in_channels, num_classes)
-    params, g, patch = _summary(name, in_channels, num_classes)
+    params, g, patch = _summary(name, in_channels, num_classes,
+                                tuple(int(n) for n in patch) if patch else None,
+                                tuple(float(v) for v in spacing) if spacing else None)
     return {"params": params, "gmacs": g, "patch": list(patch)}

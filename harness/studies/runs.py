@@ -310,7 +310,7 @@ def expected_runs(study: str, profile: str, work: str | Path,
     work = Path(work).resolve()
     if sources is None:
         sources = recorded_sources(st.datasets, prof, work)
-    plans = {m: (dict(registry.get(m).plans) if registry.get(m).plans else None) for m in st.models}
+    plans = {m: dict(registry.get(m).plans or {}) or None for m in st.models}
     out = []
     for task in st.datasets:
         data = sources.get(task)
