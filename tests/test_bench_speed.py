@@ -64,3 +64,11 @@ def test_bench_models_keeps_to_its_time_budget_and_says_what_it_skipped(tmp_path
     assert rows[0]["status"] == "skipped: stopped when the time budget of 2 s ran out"
     assert all(r["status"] == "skipped: the time budget of 2 s was spent" for r in rows[1:])
     assert all(r["params"] and r["gmacs"] for r in rows)      # sizes are always there
+
+
+def test_bench_train_refuses_a_model_with_its_own_plans(tmp_path, capsys):
+    """Its patch and batch come from its planner per dataset, not from the benchmark's."""
+    rc = train.main(["--models", "nnunet-resenc-l-native", "--work", str(tmp_path / "work"),
+                     "--out", str(tmp_path / "t.csv")])
+    assert rc == 2 and "trains at the patch and batch its planner chooses" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists() and not (tmp_path / "work").exists()

@@ -187,9 +187,12 @@ def _child(job: dict) -> None:
 
 def bench(args: argparse.Namespace) -> list[dict]:
     from harness import registry
+    from harness.errors import UserError
 
     for name in args.models:
-        registry.get(name)                       # unknown names fail before any work
+        if registry.get(name).plans:             # unknown names fail before any work too
+            raise UserError(f"{name} trains at the patch and batch its planner chooses per "
+                            "dataset; bench-train times every model at one patch and batch")
     work = Path(args.work).resolve()
     root, specs = prepare(work, args)
     run_dir = work / "bench" / "train"
